@@ -1,0 +1,3 @@
+"""owui-replay: move Open WebUI thumbs feedback into Portkey's feedback API, offline and auditably."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,7 @@
+"""Allow `python -m owui_replay`."""
+
+import sys
+
+from owui_replay.cli import main
+
+sys.exit(main())

@@ -1,0 +1,83 @@
+"""Files that appear under their final name only once complete (write, fsync, rename)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+PARTIAL_SUFFIX = ".partial"
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename durable; some filesystems do not support it, which is fine."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+class HashedWriter:
+    """Writes lines to NAME.partial, hashing and counting them; commit() renames to NAME."""
+
+    def __init__(self, final: Path) -> None:
+        self.final = final
+        self.partial = final.with_name(final.name + PARTIAL_SUFFIX)
+        self.partial.parent.mkdir(parents=True, exist_ok=True)
+        self._file = open(self.partial, "wb")  # noqa: SIM115 - closed in commit()/close()
+        self.sha256 = hashlib.sha256()
+        self.lines = 0
+        self.bytes = 0
+
+    def write_line(self, data: bytes) -> None:
+        self._file.write(data)
+        self.sha256.update(data)
+        self.lines += 1
+        self.bytes += len(data)
+
+    def close(self) -> None:
+        if not self._file.closed:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
+
+    def commit(self) -> None:
+        self.close()
+        os.replace(self.partial, self.final)
+        fsync_dir(self.final.parent)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "file": self.final.name,
+            "sha256": self.sha256.hexdigest(),
+            "lines": self.lines,
+            "bytes": self.bytes,
+        }
+
+
+def write_json_atomic(path: Path, document: Any) -> None:
+    """Replace PATH with DOCUMENT as pretty JSON, atomically."""
+    partial = path.with_name(path.name + PARTIAL_SUFFIX)
+    text = json.dumps(document, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+    with open(partial, "wb") as handle:
+        handle.write(text.encode("utf-8"))
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(partial, path)
+    fsync_dir(path.parent)
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()

@@ -1,0 +1,238 @@
+"""Command-line parsing only: every command is a call into a library module."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+from typing import IO, Any
+
+from owui_replay import __version__
+from owui_replay.errors import ExitCode, InputError, ReplayError, UsageError
+from owui_replay.mapping import DEFAULT_TRACE_TEMPLATE, TRACE_FIELDS, MappingOptions, template_fields
+from owui_replay.timeparse import parse_instant
+
+PROG = "owui-replay"
+
+CONVERT_EPILOG = """\
+example:
+  owui-replay convert feedback-export.json -o feedback.jsonl
+  owui-replay convert export.json.gz -o feedback.jsonl --since 2026-11-01 --drop-comments
+  curl -s ... | owui-replay convert - -o feedback.jsonl
+
+Writes OUT.jsonl (one Portkey payload a line), OUT.rejects.jsonl (every record not written,
+with the reason) and OUT.manifest.json (hashes, options, counts). Nothing appears under those
+names unless the run finished; a failed run leaves OUT.jsonl.partial.
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises UsageError instead of exiting, so main() owns the exit code."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(f"{self.prog}: {message} (see --help)")
+
+
+def _int_range(low: int, high: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{value} is outside {low}..{high}")
+        return value
+
+    return parse
+
+
+def _weight(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"{value} is outside 0..1")
+    return value
+
+
+def _instant(text: str) -> int:
+    try:
+        return parse_instant(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _key_value(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"{text!r} is not KEY=VALUE")
+    return key, value
+
+
+def _template(text: str) -> str:
+    try:
+        template_fields(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog=PROG,
+        description="Move Open WebUI thumbs feedback into Portkey's feedback API, auditably.",
+    )
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    parser.add_argument(
+        "--traceback", action="store_true", help="show a Python traceback on errors"
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    commands.required = True
+    _add_convert(commands)
+    return parser
+
+
+def _add_convert(commands: Any) -> None:
+    p = commands.add_parser(
+        "convert",
+        help="convert an Open WebUI feedback export to Portkey-ready JSONL",
+        description="Stream an Open WebUI feedback export (array or {items} page; plain, .gz "
+        "or '-' for stdin), validate every record, map thumbs to Portkey feedback payloads.",
+        epilog=CONVERT_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("export", metavar="EXPORT", help="export file, '.gz' or '-' for stdin")
+    p.add_argument("-o", "--output", metavar="OUT.jsonl", help="output JSONL (required unless --dry-run)")
+    p.add_argument(
+        "--trace-id",
+        default=DEFAULT_TRACE_TEMPLATE,
+        type=_template,
+        metavar="TEMPLATE",
+        help=f"trace_id template (default {DEFAULT_TRACE_TEMPLATE!r}); fields: "
+        + ", ".join("{" + f + "}" for f in TRACE_FIELDS),
+    )
+    p.add_argument(
+        "--missing-ids",
+        choices=("reject", "feedback-id"),
+        default="reject",
+        help="a record lacks a field the trace id needs: reject it (default) or use the "
+        "feedback id instead, noted in metadata.trace_id_fallback",
+    )
+    p.add_argument("--thumbs-up-value", type=_int_range(-10, 10), default=1, metavar="N",
+                   help="value for a thumbs up (default 1)")  # fmt: skip
+    p.add_argument("--thumbs-down-value", type=_int_range(-10, 10), default=-1, metavar="N",
+                   help="value for a thumbs down (default -1; some Portkey pages use 0)")  # fmt: skip
+    p.add_argument("--weight", type=_weight, default=1.0, help="weight 0..1 (default 1)")
+    p.add_argument("--since", type=_instant, metavar="WHEN",
+                   help="only records with updated_at >= WHEN (epoch seconds or ISO date)")  # fmt: skip
+    p.add_argument("--until", type=_instant, metavar="WHEN",
+                   help="only records with updated_at < WHEN (epoch seconds or ISO date)")  # fmt: skip
+    p.add_argument("--keep-metadata", action="append", default=[], metavar="GLOB",
+                   help="keep only metadata keys matching GLOB (repeatable)")  # fmt: skip
+    p.add_argument("--drop-metadata", action="append", default=[], metavar="GLOB",
+                   help="drop metadata keys matching GLOB (repeatable), e.g. 'base_models.*'")  # fmt: skip
+    p.add_argument("--drop-comments", action="store_true",
+                   help="drop the user's free-text comment (same as --drop-metadata comment)")  # fmt: skip
+    p.add_argument("--metadata", action="append", default=[], type=_key_value, metavar="KEY=VALUE",
+                   help="add constant metadata, e.g. _environment=production (repeatable)")  # fmt: skip
+    p.add_argument("--dry-run", action="store_true",
+                   help="read, validate and map everything, write nothing, print samples")  # fmt: skip
+    p.add_argument("--samples", type=_int_range(0, 1000), default=3, metavar="N",
+                   help="payloads to print with --dry-run (default 3)")  # fmt: skip
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no summary")
+    p.set_defaults(handler=run_convert)
+
+
+def run_convert(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> ExitCode:
+    from owui_replay.convert import convert, explain_partial
+    from owui_replay.handoff import HandoffPaths
+
+    if not args.dry_run and not args.output:
+        raise UsageError("convert: -o/--output is required (or use --dry-run)")
+    if args.since is not None and args.until is not None and args.since >= args.until:
+        raise UsageError("convert: --since must be earlier than --until")
+    drop = list(args.drop_metadata) + (["comment"] if args.drop_comments else [])
+    options = MappingOptions(
+        trace_template=args.trace_id,
+        up_value=args.thumbs_up_value,
+        down_value=args.thumbs_down_value,
+        weight=args.weight,
+        missing_ids=args.missing_ids,
+        keep_metadata=tuple(args.keep_metadata),
+        drop_metadata=tuple(drop),
+        extra_metadata=tuple(args.metadata),
+        since=args.since,
+        until=args.until,
+    )
+    output = None if args.dry_run else args.output
+    try:
+        result = convert(
+            args.export,
+            output,
+            options,
+            samples=args.samples if args.dry_run else 0,
+            stderr=stderr,
+            progress=False if args.quiet else None,
+        )
+    except InputError as exc:
+        if output is not None:
+            raise InputError(f"{exc}; {explain_partial(HandoffPaths.for_output(output))}") from None
+        raise
+    if args.dry_run:
+        for payload in result.samples:
+            stdout.write(json.dumps(payload, ensure_ascii=False, indent=2, sort_keys=True) + "\n")
+    if not args.quiet:
+        prefix = "dry run: " if args.dry_run else ""
+        stderr.write(f"{PROG}: {prefix}{result.summary()}\n")
+    return ExitCode.OK
+
+
+def main(
+    argv: Sequence[str] | None = None,
+    stdout: IO[str] | None = None,
+    stderr: IO[str] | None = None,
+) -> int:
+    """Run the CLI; returns the exit code. Streams are injectable so tests run in-process."""
+    stdout = stdout or sys.stdout
+    stderr = stderr or sys.stderr
+    argv = list(sys.argv[1:] if argv is None else argv)
+    show_traceback = "--traceback" in argv
+    try:
+        args = build_parser().parse_args(argv)
+        return int(args.handler(args, stdout, stderr))
+    except SystemExit as exc:  # --help and --version
+        return int(exc.code or 0)
+    except ReplayError as exc:
+        if show_traceback:
+            traceback.print_exc(file=stderr)
+        stderr.write(f"{PROG}: error: {exc}\n")
+        return int(exc.code)
+    except KeyboardInterrupt:
+        stderr.write(f"{PROG}: interrupted\n")
+        return int(ExitCode.INTERRUPTED)
+    except BrokenPipeError:
+        return int(ExitCode.ERROR)
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, no traceback
+        if show_traceback:
+            traceback.print_exc(file=stderr)
+        stderr.write(
+            f"{PROG}: error: unexpected {type(exc).__name__}: {exc} (rerun with --traceback)\n"
+        )
+        return int(ExitCode.ERROR)
+
+
+def _sigterm_as_interrupt() -> None:
+    """SIGTERM stops a run like Ctrl-C does, so state is saved the same way."""
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,301 @@
+"""The convert job: export in, Portkey-ready JSONL + rejects + manifest out, every record counted."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from owui_replay import __version__
+from owui_replay.atomic import HashedWriter, write_json_atomic
+from owui_replay.errors import InputError
+from owui_replay.export_reader import ExportStream, open_export
+from owui_replay.handoff import HandoffPaths
+from owui_replay.mapping import Mapper, MappingOptions, Skip
+from owui_replay.progress import byte_bar
+from owui_replay.schemas import OPENWEBUI_SCHEMA, PORTKEY_SCHEMA, RecordValidator, schema_version
+
+# Outcomes: every input record ends in exactly one of these.
+WRITTEN, INVALID, SKIPPED, FILTERED, DUPLICATE, SUPERSEDED = (
+    "written",
+    "invalid",
+    "skipped",
+    "filtered",
+    "duplicate",
+    "superseded",
+)
+OUTCOMES = (WRITTEN, INVALID, SKIPPED, FILTERED, DUPLICATE, SUPERSEDED)
+FILTER_REASONS = frozenset({"before_since", "not_before_until"})
+
+
+def dumps_line(obj: Any) -> bytes:
+    """Deterministic, compact, UTF-8 JSON line (same input and options: same bytes)."""
+    return (
+        json.dumps(obj, ensure_ascii=False, sort_keys=True, separators=(",", ":"), allow_nan=False)
+        + "\n"
+    ).encode("utf-8")
+
+
+@dataclass
+class ConvertResult:
+    records: int
+    counts: Counter[str]
+    reasons: Counter[str]
+    paths: HandoffPaths | None
+    manifest: dict[str, Any]
+    samples: list[dict[str, Any]] = field(default_factory=list)
+
+    def summary(self) -> str:
+        parts = ", ".join(f"{self.counts[o]} {o}" for o in OUTCOMES if self.counts[o])
+        line = f"{self.records} records: {parts or 'nothing to do'}"
+        if self.paths is not None:
+            line += f" -> {self.paths.output}"
+        return line
+
+
+@dataclass
+class _Seen:
+    updated_at: int
+    index: int
+    line: int | None  # output line when written, else None
+
+
+class _Sinks:
+    """Where outcomes go: the two writers in a real run, nowhere in a dry run."""
+
+    def __init__(self, paths: HandoffPaths | None) -> None:
+        self.paths = paths
+        self.out = HashedWriter(paths.output) if paths else None
+        self.rejects = HashedWriter(paths.rejects) if paths else None
+        self.out_lines = 0
+
+    def payload(self, line: bytes) -> int:
+        self.out_lines += 1
+        if self.out is not None:
+            self.out.write_line(line)
+        return self.out_lines - 1
+
+    def reject(self, entry: dict[str, Any]) -> None:
+        if self.rejects is not None:
+            self.rejects.write_line(dumps_line(entry))
+
+    def close(self) -> None:
+        for writer in (self.out, self.rejects):
+            if writer is not None:
+                writer.close()
+
+
+def convert(
+    export_path: str,
+    output: str | Path | None,
+    options: MappingOptions,
+    *,
+    samples: int = 0,
+    stderr: IO[str] | None = None,
+    progress: bool | None = None,
+    on_record: Callable[[int], None] | None = None,
+) -> ConvertResult:
+    """Convert EXPORT to OUTPUT (None: dry run, nothing written). Raises InputError."""
+    mapper = Mapper(options)
+    record_validator = RecordValidator(OPENWEBUI_SCHEMA)
+    payload_validator = RecordValidator(PORTKEY_SCHEMA)
+    paths = HandoffPaths.for_output(output) if output is not None else None
+    stream = open_export(export_path)
+    sinks = _Sinks(paths)
+    counts: Counter[str] = Counter()
+    reasons: Counter[str] = Counter()
+    seen: dict[str, _Seen] = {}
+    superseded: dict[int, int] = {}  # output line -> input index
+    sample_payloads: list[dict[str, Any]] = []
+    index = -1
+    bar = byte_bar(stream.size, stream.name, stderr=stderr or sys.stderr, enabled=progress)
+    try:
+        with bar:
+            last = 0
+            for index, record in enumerate(stream.records()):
+                outcome, reason = _process(
+                    index, record, mapper, record_validator, payload_validator, sinks, seen,
+                    superseded, sample_payloads, samples,
+                )  # fmt: skip
+                counts[outcome] += 1
+                if reason:
+                    reasons[reason] += 1
+                now = stream.raw.bytes_read
+                bar.update(now - last)
+                last = now
+                if on_record is not None:
+                    on_record(index)
+    except BaseException:
+        sinks.close()
+        stream.close()
+        raise
+    sinks.close()
+    stream.close()
+    total = index + 1
+    if superseded:
+        _drop_superseded(sinks, superseded, counts, reasons)
+    if sum(counts.values()) != total:  # pragma: no cover - an invariant, not an input case
+        raise AssertionError(f"counts {dict(counts)} do not add up to {total} records")
+    manifest = build_manifest(stream, options, total, counts, reasons, sinks, record_validator)
+    if paths is not None and sinks.out is not None and sinks.rejects is not None:
+        sinks.rejects.commit()
+        sinks.out.commit()
+        write_json_atomic(paths.manifest, manifest)
+    return ConvertResult(total, counts, reasons, paths, manifest, sample_payloads)
+
+
+def _process(
+    index: int,
+    record: Any,
+    mapper: Mapper,
+    record_validator: RecordValidator,
+    payload_validator: RecordValidator,
+    sinks: _Sinks,
+    seen: dict[str, _Seen],
+    superseded: dict[int, int],
+    sample_payloads: list[dict[str, Any]],
+    samples: int,
+) -> tuple[str, str | None]:
+    """Decide one record's outcome and send it to the output or the rejects."""
+    record_id = record.get("id") if isinstance(record, Mapping) else None
+    if not record_validator.is_valid(record):
+        errors = [e.as_dict() for e in record_validator.errors(record)]
+        sinks.reject(_reject(index, record_id, INVALID, "schema", errors=errors, record=record))
+        return INVALID, "schema"
+    updated_at = int(record["updated_at"])
+    earlier = seen.get(record_id)
+    if earlier is not None and updated_at <= earlier.updated_at:
+        detail = f"feedback id already seen at index {earlier.index} with updated_at >= this one"
+        sinks.reject(_reject(index, record_id, DUPLICATE, "duplicate_id", detail, record=record))
+        return DUPLICATE, "duplicate_id"
+    if earlier is not None and earlier.line is not None:
+        superseded[earlier.line] = earlier.index
+    try:
+        payload = mapper.map(record)
+    except Skip as skip:
+        outcome = FILTERED if skip.code in FILTER_REASONS else SKIPPED
+        original = None if outcome == FILTERED else record
+        sinks.reject(_reject(index, record_id, outcome, skip.code, skip.detail, record=original))
+        seen[record_id] = _Seen(updated_at, index, None)
+        return outcome, skip.code
+    if not payload_validator.is_valid(payload):
+        errors = [e.as_dict() for e in payload_validator.errors(payload)]
+        detail = "the mapped payload fails the Portkey schema"
+        sinks.reject(
+            _reject(index, record_id, INVALID, "payload_schema", detail, errors, record=record)
+        )
+        return INVALID, "payload_schema"
+    line = sinks.payload(dumps_line(payload))
+    seen[record_id] = _Seen(updated_at, index, line)
+    if len(sample_payloads) < samples:
+        sample_payloads.append(payload)
+    return WRITTEN, None
+
+
+def _reject(
+    index: int,
+    record_id: Any,
+    outcome: str,
+    reason: str,
+    detail: str | None = None,
+    errors: list[dict[str, str]] | None = None,
+    *,
+    record: Any = None,
+) -> dict[str, Any]:
+    entry: dict[str, Any] = {"index": index, "id": record_id, "outcome": outcome, "reason": reason}
+    if detail:
+        entry["detail"] = detail
+    if errors:
+        entry["errors"] = errors
+    if record is not None:
+        entry["record"] = record
+    return entry
+
+
+def _drop_superseded(
+    sinks: _Sinks, superseded: dict[int, int], counts: Counter[str], reasons: Counter[str]
+) -> None:
+    """Remove payloads whose feedback id reappeared with a newer updated_at (a changed rating).
+
+    Rewrites only the small output file, never the export; the removed payloads go to the
+    rejects, so the accounting still adds up.
+    """
+    counts[WRITTEN] -= len(superseded)
+    counts[SUPERSEDED] += len(superseded)
+    reasons["superseded"] += len(superseded)
+    if sinks.out is None or sinks.rejects is None:
+        return
+    old = sinks.out
+    rewritten = HashedWriter(old.final)
+    tmp = old.partial.with_name(old.partial.name + ".old")
+    os.replace(old.partial, tmp)
+    with open(tmp, "rb") as handle:
+        for line_no, line in enumerate(handle):
+            if line_no in superseded:
+                payload = json.loads(line)
+                entry = _reject(
+                    superseded[line_no],
+                    payload.get("metadata", {}).get("feedback_id"),
+                    SUPERSEDED,
+                    "superseded",
+                    "a later record has the same feedback id and a newer updated_at",
+                )
+                entry["payload"] = payload
+                sinks.rejects.write_line(dumps_line(entry))
+            else:
+                rewritten.write_line(line)
+    os.unlink(tmp)
+    rewritten.close()
+    sinks.rejects.close()
+    sinks.out = rewritten
+
+
+def build_manifest(
+    stream: ExportStream,
+    options: MappingOptions,
+    total: int,
+    counts: Counter[str],
+    reasons: Counter[str],
+    sinks: _Sinks,
+    validator: RecordValidator,
+) -> dict[str, Any]:
+    """What was read, with which settings, and what came out: for audit and for replay."""
+    manifest: dict[str, Any] = {
+        "manifest_version": 1,
+        "tool": {"name": "owui-replay", "version": __version__},
+        "schemas": {
+            "openwebui": schema_version(OPENWEBUI_SCHEMA),
+            "portkey": schema_version(PORTKEY_SCHEMA),
+        },
+        "options": options.as_dict(),
+        "input": {
+            "name": os.path.basename(stream.name),
+            "bytes": stream.raw.bytes_read,
+            "sha256": stream.raw.sha256.hexdigest(),
+            "gzip": stream.compressed,
+            "utf8_bom": stream.bom,
+            "shape": stream.shape,
+        },
+        "counts": {"records": total, **{o: counts[o] for o in OUTCOMES}},
+        "reasons": dict(sorted(reasons.items())),
+    }
+    if stream.page_total is not None:
+        manifest["input"]["page_total"] = stream.page_total
+    if sinks.out is not None and sinks.rejects is not None:
+        manifest["output"] = sinks.out.summary()
+        manifest["rejects"] = sinks.rejects.summary()
+    return manifest
+
+
+def explain_partial(paths: HandoffPaths) -> str:
+    """Where a failed run left its work, for the error message."""
+    partial = paths.output.with_name(paths.output.name + ".partial")
+    return f"records before it are in {partial}; {paths.output} was not written"
+
+
+__all__ = ["ConvertResult", "InputError", "convert", "explain_partial"]

@@ -1,0 +1,39 @@
+"""Exit codes and the exceptions that carry them to the CLI as one friendly line."""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """Process exit codes; documented in README.md (a test keeps them in step)."""
+
+    OK = 0
+    ERROR = 1  # an unexpected failure (run with --traceback for details)
+    USAGE = 2  # bad command line or option value
+    BAD_INPUT = 3  # the input file is unreadable, malformed or fails its checks
+    DELIVERY_FAILED = 4  # replay finished but some lines were not acknowledged
+    AUTH = 5  # the server refused the credentials (401/403): the run stopped at once
+    MISMATCH = 6  # verify found the handoff inconsistent
+    INTERRUPTED = 130  # Ctrl-C or SIGTERM; state was saved
+
+
+class ReplayError(Exception):
+    """An expected failure: the CLI prints `owui-replay: <message>` and exits with `code`."""
+
+    code: ExitCode = ExitCode.ERROR
+
+    def __init__(self, message: str, code: ExitCode | None = None) -> None:
+        super().__init__(message)
+        if code is not None:
+            self.code = code
+
+
+class UsageError(ReplayError):
+    code = ExitCode.USAGE
+
+
+class InputError(ReplayError):
+    """The input is malformed; the message names the file and where it broke."""
+
+    code = ExitCode.BAD_INPUT

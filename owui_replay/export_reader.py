@@ -1,0 +1,287 @@
+"""Stream feedback records out of an Open WebUI export without holding it in memory.
+
+Accepts the export array (GET .../feedbacks/all/export) and {"items": [...]} pages (the
+list and user endpoints), plain or gzip-compressed, from a path or stdin. The raw bytes are
+hashed and counted as they stream past, so the manifest can name exactly what was read.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import re
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+import ijson
+
+from owui_replay.errors import InputError
+
+CHUNK = 64 * 1024
+UTF8_BOM = b"\xef\xbb\xbf"
+GZIP_MAGIC = b"\x1f\x8b"
+ALLOW_SLOW_ENV = "OWUI_REPLAY_ALLOW_SLOW_PARSER"
+
+
+def fast_backend() -> Any:
+    """ijson's C backend; the pure-Python one is ~18x slower, so refuse it unless told."""
+    try:
+        return ijson.get_backend("yajl2_c")
+    except ImportError as exc:
+        if os.environ.get(ALLOW_SLOW_ENV) == "1":
+            return ijson.get_backend("python")
+        raise InputError(
+            "ijson's C backend (yajl2_c) is not available, and the pure-Python parser is ~18x "
+            f"slower: reinstall ijson from a binary wheel, or set {ALLOW_SLOW_ENV}=1 to accept it"
+        ) from exc
+
+
+class RawCounter:
+    """Counts and hashes the bytes of the file as stored (compressed or not)."""
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        self._raw = raw
+        self.sha256 = hashlib.sha256()
+        self.bytes_read = 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._raw.read(size)
+        if data:
+            self.sha256.update(data)
+            self.bytes_read += len(data)
+        return data
+
+    def drain(self) -> None:
+        """Read to the end so the hash covers the whole file even after a parse error."""
+        while self.read(1 << 20):
+            pass
+
+
+class TextStream:
+    """The decoded JSON byte stream handed to ijson: strips a UTF-8 BOM, tracks offsets.
+
+    Keeps the last chunk so a parse error can be placed at an exact byte offset.
+    """
+
+    def __init__(self, source: Any, initial: bytes) -> None:
+        self._source = source
+        self._pending = initial
+        self.offset = 0  # bytes of the JSON text handed out so far
+        self.bom = initial.startswith(UTF8_BOM)
+        if self.bom:
+            self._pending = initial[len(UTF8_BOM) :]
+            self.offset = len(UTF8_BOM)
+        self.last_chunk = b""
+        self.last_chunk_start = self.offset
+
+    def read(self, size: int = -1) -> bytes:
+        if size == 0:
+            return b""
+        if self._pending:
+            data, self._pending = self._pending, b""
+        else:
+            data = self._source.read(size if size > 0 else CHUNK)
+        if data:
+            self.last_chunk_start = self.offset
+            self.last_chunk = data
+            self.offset += len(data)
+        return data
+
+    def peek_first_byte(self) -> bytes:
+        """The first non-whitespace byte of the JSON text ('' for an empty input)."""
+        while True:
+            stripped = self._pending.lstrip(b" \t\r\n")
+            if stripped:
+                return stripped[:1]
+            more = self._source.read(CHUNK)
+            if not more:
+                return b""
+            self._pending += more
+
+
+@dataclass
+class ExportStream:
+    """An opened export: iterate records(); the counters fill in as it is read."""
+
+    name: str
+    raw: RawCounter
+    text: TextStream
+    size: int | None
+    shape: str  # "array" or "page"
+    compressed: bool
+    page_total: int | None = None
+    records_seen: int = 0
+    _closers: list[Any] = field(default_factory=list)
+
+    @property
+    def bom(self) -> bool:
+        return self.text.bom
+
+    def records(self) -> Iterator[Any]:
+        """Yield each record in file order; raise InputError naming where the file broke."""
+        backend = fast_backend()
+        try:
+            if self.shape == "array":
+                items = backend.items(self.text, "item", use_float=True, buf_size=CHUNK)
+            else:
+                items = backend.items(self._page_events(backend), "items.item", use_float=True)
+            for record in items:
+                self.records_seen += 1
+                yield record
+        except (ijson.JSONError, ijson.IncompleteJSONError, UnicodeDecodeError) as exc:
+            raise InputError(self._describe_break(exc)) from None
+        except gzip.BadGzipFile as exc:
+            raise InputError(
+                f"{self.name}: corrupt gzip data after record {self.records_seen}: {exc}"
+            ) from None
+        except EOFError:
+            raise InputError(
+                f"{self.name}: gzip stream ends early (truncated file) after "
+                f"{self.records_seen} complete records"
+            ) from None
+        if self.shape == "page" and not self._saw_items:
+            raise InputError(
+                f"{self.name}: top-level object has no 'items' array; expected the export array "
+                "or an {\"items\": [...]} page"
+            )
+        self.raw.drain()
+
+    _saw_items: bool = False
+
+    def _page_events(self, backend: Any) -> Iterator[tuple[str, str, Any]]:
+        for prefix, event, value in backend.parse(self.text, buf_size=CHUNK):
+            if prefix == "items" and event == "start_array":
+                self._saw_items = True
+            elif prefix == "total" and event == "number":
+                self.page_total = int(value)
+            yield prefix, event, value
+
+    def _describe_break(self, exc: Exception) -> str:
+        reason, offset = locate_parse_error(str(exc), self.text)
+        where = "uncompressed byte offset" if self.compressed else "byte offset"
+        return (
+            f"{self.name}: malformed JSON at {where} {offset} in record index "
+            f"{self.records_seen} ({self.records_seen} complete records before it): {reason}"
+        )
+
+    def close(self) -> None:
+        for closer in reversed(self._closers):
+            closer.close()
+
+
+_CARET_COLUMN = 40  # yajl pads its context line so the error sits under column 40
+
+
+def locate_parse_error(message: str, text: TextStream) -> tuple[str, int]:
+    """Turn yajl's verbose message into (one-line reason, exact byte offset when findable)."""
+    if message.startswith(("b'", 'b"')):  # ijson could not decode yajl's message
+        message = message[2:-1].encode().decode("unicode_escape", errors="replace")
+    lines = message.split("\n")
+    reason = lines[0].strip() or "malformed JSON"
+    if "premature EOF" in reason:
+        return "the file ends in the middle of a record (truncated?)", text.offset
+    context = lines[1] if len(lines) > 1 else ""
+    before = context[:_CARET_COLUMN].lstrip(" ")
+    after = context[_CARET_COLUMN:]
+    offset = _find_in_chunk(before, after, text)
+    if "invalid char" in reason and re.match(r"-?(NaN|Inf)", after.strip() or before[-1:] + after):
+        reason = "NaN and Infinity are not JSON numbers"
+    elif re.search(r"(NaN|Infinity)$", before + after[:8]):
+        reason = "NaN and Infinity are not JSON numbers"
+    elif "integer overflow" in reason:
+        reason = "integer too large"
+    elif "invalid bytes in UTF8" in reason:
+        reason = "invalid UTF-8"
+    elif "trailing garbage" in reason:
+        reason = "unexpected data after the end of the top-level value (trailing garbage)"
+    return reason, offset
+
+
+def _find_in_chunk(before: str, after: str, text: TextStream) -> int:
+    """Find yajl's context in the last chunk; fall back to the chunk's end."""
+    chunk = text.last_chunk.replace(b"\n", b" ").replace(b"\r", b" ").replace(b"\t", b" ")
+    needle_before = before.encode("utf-8", "replace")
+    needle_after = after.encode("utf-8", "replace")
+    start = 0
+    while True:
+        hit = chunk.find(needle_before + needle_after, start)
+        if hit < 0 or not needle_before:
+            break
+        return text.last_chunk_start + hit + len(needle_before)
+    hit = chunk.find(needle_before) if needle_before else -1
+    if hit >= 0:
+        return text.last_chunk_start + hit + len(needle_before)
+    return text.offset
+
+
+def open_export(path: str) -> ExportStream:
+    """Open PATH ('-' for stdin; gzip detected by its magic bytes) and detect its shape."""
+    closers: list[Any] = []
+    if path == "-":
+        raw_file: IO[bytes] = sys.stdin.buffer
+        name, size = "<stdin>", None
+    else:
+        try:
+            raw_file = open(path, "rb")  # noqa: SIM115 - closed by ExportStream.close
+        except OSError as exc:
+            raise InputError(f"{path}: cannot open: {exc.strerror}") from None
+        closers.append(raw_file)
+        name = path
+        try:
+            size = os.fstat(raw_file.fileno()).st_size
+        except OSError:
+            size = None
+    raw = RawCounter(raw_file)
+    head = raw.read(CHUNK)
+    compressed = head.startswith(GZIP_MAGIC)
+    source: Any = raw
+    if compressed:
+        gz = gzip.GzipFile(fileobj=_Prefixed(head, raw), mode="rb")
+        closers.append(gz)
+        source = gz
+        try:
+            head = gz.read(CHUNK)
+        except (OSError, EOFError) as exc:
+            raise InputError(f"{name}: not a readable gzip file: {exc}") from None
+    text = TextStream(source, head)
+    first = text.peek_first_byte()
+    if first == b"":
+        _close_all(closers)
+        raise InputError(f"{name}: the file is empty (no JSON value), expected a feedback export")
+    if first == b"[":
+        shape = "array"
+    elif first == b"{":
+        shape = "page"
+    else:
+        _close_all(closers)
+        shown = first.decode("utf-8", "replace")
+        raise InputError(
+            f"{name}: byte offset {text.offset}: top-level JSON value starts with {shown!r}; "
+            "expected an array of feedback records or an {\"items\": [...]} page"
+        )
+    return ExportStream(name, raw, text, size, shape, compressed, _closers=closers)
+
+
+class _Prefixed:
+    """Replays bytes already read (to sniff the format) before the rest of the stream."""
+
+    def __init__(self, head: bytes, rest: Any) -> None:
+        self._head = head
+        self._rest = rest
+
+    def read(self, size: int = -1) -> bytes:
+        if self._head:
+            if size < 0 or size >= len(self._head):
+                data, self._head = self._head, b""
+                return data if size < 0 else data + self._rest.read(size - len(data))
+            data, self._head = self._head[:size], self._head[size:]
+            return data
+        return self._rest.read(size)
+
+
+def _close_all(closers: list[Any]) -> None:
+    for closer in reversed(closers):
+        closer.close()

@@ -1,0 +1,119 @@
+"""The bundled JSON Schemas and the validators built from them, once per run.
+
+The verdict (valid or not) comes from jsonschema-rs when it is installed, because it is
+several times faster than pure-Python jsonschema on the hot path. Every error that is
+reported comes from jsonschema itself, the reference implementation, so messages and JSON
+paths do not depend on which validator gave the verdict. tests/test_schemas_differential.py
+checks that both give the same verdict.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from typing import Any
+
+import jsonschema
+
+try:  # optional accelerator; the reference validator alone gives the same answers
+    import jsonschema_rs
+except ImportError:  # pragma: no cover - exercised only where the wheel is missing
+    jsonschema_rs = None
+
+OPENWEBUI_SCHEMA = "openwebui-feedback.schema.json"
+PORTKEY_SCHEMA = "portkey-feedback.schema.json"
+MAX_VALUE_CHARS = 80
+MAX_ERRORS = 10
+
+
+@cache
+def load_schema(name: str) -> dict[str, Any]:
+    """Read a schema shipped inside the package (works from a wheel or a checkout)."""
+    text = resources.files("owui_replay").joinpath("schemas", name).read_text("utf-8")
+    return json.loads(text)
+
+
+def schema_version(name: str) -> str:
+    """The schema's $id and a short content hash, for the manifest."""
+    import hashlib
+
+    schema = load_schema(name)
+    canonical = json.dumps(schema, sort_keys=True, separators=(",", ":")).encode()
+    return f"{name}#sha256:{hashlib.sha256(canonical).hexdigest()[:16]}"
+
+
+def truncate_value(value: Any, limit: int = MAX_VALUE_CHARS) -> str:
+    """Render an offending value briefly: snapshots can be megabytes."""
+    try:
+        text = json.dumps(value, ensure_ascii=False, default=str)
+    except (TypeError, ValueError):
+        text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def json_path(parts: Any) -> str:
+    """A JSON Pointer for an error location ('' is the record itself)."""
+    return "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in parts)
+
+
+@dataclass(frozen=True)
+class SchemaError:
+    path: str
+    message: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"path": self.path, "message": self.message}
+
+
+class RecordValidator:
+    """One compiled validator reused for every record (per-call validate() is ~40x slower)."""
+
+    def __init__(self, name: str, *, use_fast: bool = True) -> None:
+        self.name = name
+        schema = load_schema(name)
+        cls = jsonschema.validators.validator_for(schema)
+        cls.check_schema(schema)
+        self._reference = cls(schema)
+        self._fast: Callable[[Any], bool] | None = None
+        if use_fast and jsonschema_rs is not None:
+            self._fast = jsonschema_rs.validator_for(schema).is_valid
+        self.accelerated = self._fast is not None
+
+    def is_valid(self, instance: Any) -> bool:
+        if self._fast is not None:
+            return self._fast(instance)
+        return self._reference.is_valid(instance)
+
+    def reference_is_valid(self, instance: Any) -> bool:
+        return self._reference.is_valid(instance)
+
+    def errors(self, instance: Any, limit: int = MAX_ERRORS) -> list[SchemaError]:
+        """Up to `limit` errors, deepest first within each branch, values truncated."""
+        found: list[SchemaError] = []
+        ordered = sorted(self._reference.iter_errors(instance), key=lambda e: list(e.path))
+        for error in ordered:
+            found.extend(_leaf_errors(error))
+        unique = list(dict.fromkeys(found))
+        return unique[:limit]
+
+
+def _leaf_errors(error: jsonschema.ValidationError) -> list[SchemaError]:
+    """Replace anyOf wrappers by their most specific branch errors, when there is one."""
+    if error.context:
+        best = jsonschema.exceptions.best_match(error.context)
+        if best is not None and list(best.absolute_path) != list(error.absolute_path):
+            return _leaf_errors(best)
+    return [SchemaError(json_path(error.absolute_path), _short_message(error))]
+
+
+def _short_message(error: jsonschema.ValidationError) -> str:
+    """jsonschema's message with the offending instance shortened."""
+    if error.validator in ("type", "pattern", "minimum", "maximum", "minLength", "maxLength"):
+        return f"{truncate_value(error.instance)} fails {error.validator} {error.validator_value!r}"
+    if error.validator == "anyOf":
+        return f"{truncate_value(error.instance)} matches none of the allowed shapes"
+    message = error.message
+    return message if len(message) <= 200 else message[:199] + "…"
