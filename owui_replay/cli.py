@@ -12,7 +12,12 @@ from typing import IO, Any
 
 from owui_replay import __version__
 from owui_replay.errors import ExitCode, InputError, ReplayError, UsageError
-from owui_replay.mapping import DEFAULT_TRACE_TEMPLATE, TRACE_FIELDS, MappingOptions, template_fields
+from owui_replay.mapping import (
+    DEFAULT_TRACE_TEMPLATE,
+    TRACE_FIELDS,
+    MappingOptions,
+    template_fields,
+)
 from owui_replay.timeparse import parse_instant
 
 PROG = "owui-replay"
@@ -106,7 +111,9 @@ def _add_convert(commands: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("export", metavar="EXPORT", help="export file, '.gz' or '-' for stdin")
-    p.add_argument("-o", "--output", metavar="OUT.jsonl", help="output JSONL (required unless --dry-run)")
+    p.add_argument(
+        "-o", "--output", metavar="OUT.jsonl", help="output JSONL (required unless --dry-run)"
+    )
     p.add_argument(
         "--trace-id",
         default=DEFAULT_TRACE_TEMPLATE,
@@ -122,27 +129,77 @@ def _add_convert(commands: Any) -> None:
         help="a record lacks a field the trace id needs: reject it (default) or use the "
         "feedback id instead, noted in metadata.trace_id_fallback",
     )
-    p.add_argument("--thumbs-up-value", type=_int_range(-10, 10), default=1, metavar="N",
-                   help="value for a thumbs up (default 1)")  # fmt: skip
-    p.add_argument("--thumbs-down-value", type=_int_range(-10, 10), default=-1, metavar="N",
-                   help="value for a thumbs down (default -1; some Portkey pages use 0)")  # fmt: skip
+    p.add_argument(
+        "--thumbs-up-value",
+        type=_int_range(-10, 10),
+        default=1,
+        metavar="N",
+        help="value for a thumbs up (default 1)",
+    )
+    p.add_argument(
+        "--thumbs-down-value",
+        type=_int_range(-10, 10),
+        default=-1,
+        metavar="N",
+        help="value for a thumbs down (default -1; some Portkey pages use 0)",
+    )
     p.add_argument("--weight", type=_weight, default=1.0, help="weight 0..1 (default 1)")
-    p.add_argument("--since", type=_instant, metavar="WHEN",
-                   help="only records with updated_at >= WHEN (epoch seconds or ISO date)")  # fmt: skip
-    p.add_argument("--until", type=_instant, metavar="WHEN",
-                   help="only records with updated_at < WHEN (epoch seconds or ISO date)")  # fmt: skip
-    p.add_argument("--keep-metadata", action="append", default=[], metavar="GLOB",
-                   help="keep only metadata keys matching GLOB (repeatable)")  # fmt: skip
-    p.add_argument("--drop-metadata", action="append", default=[], metavar="GLOB",
-                   help="drop metadata keys matching GLOB (repeatable), e.g. 'base_models.*'")  # fmt: skip
-    p.add_argument("--drop-comments", action="store_true",
-                   help="drop the user's free-text comment (same as --drop-metadata comment)")  # fmt: skip
-    p.add_argument("--metadata", action="append", default=[], type=_key_value, metavar="KEY=VALUE",
-                   help="add constant metadata, e.g. _environment=production (repeatable)")  # fmt: skip
-    p.add_argument("--dry-run", action="store_true",
-                   help="read, validate and map everything, write nothing, print samples")  # fmt: skip
-    p.add_argument("--samples", type=_int_range(0, 1000), default=3, metavar="N",
-                   help="payloads to print with --dry-run (default 3)")  # fmt: skip
+    p.add_argument(
+        "--since",
+        type=_instant,
+        metavar="WHEN",
+        help="only records with updated_at >= WHEN (epoch seconds or ISO date)",
+    )
+    p.add_argument(
+        "--until",
+        type=_instant,
+        metavar="WHEN",
+        help="only records with updated_at < WHEN (epoch seconds or ISO date)",
+    )
+    p.add_argument(
+        "--keep-metadata",
+        action="append",
+        default=[],
+        metavar="GLOB",
+        help="keep only metadata keys matching GLOB (repeatable)",
+    )
+    p.add_argument(
+        "--drop-metadata",
+        action="append",
+        default=[],
+        metavar="GLOB",
+        help="drop metadata keys matching GLOB (repeatable), e.g. 'base_models.*'",
+    )
+    p.add_argument(
+        "--drop-comments",
+        action="store_true",
+        help="drop the user's free-text comment (same as --drop-metadata comment)",
+    )
+    p.add_argument(
+        "--metadata",
+        action="append",
+        default=[],
+        type=_key_value,
+        metavar="KEY=VALUE",
+        help="add constant metadata, e.g. _environment=production (repeatable)",
+    )
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="read, validate and map everything, write nothing, print samples",
+    )
+    p.add_argument(
+        "--samples",
+        type=_int_range(0, 1000),
+        default=3,
+        metavar="N",
+        help="payloads to print with --dry-run (default 3)",
+    )
+    p.add_argument(
+        "--allow-empty",
+        action="store_true",
+        help="accept an export with no records (by default that is an error)",
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no summary")
     p.set_defaults(handler=run_convert)
 
@@ -177,6 +234,7 @@ def run_convert(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> E
             samples=args.samples if args.dry_run else 0,
             stderr=stderr,
             progress=False if args.quiet else None,
+            allow_empty=args.allow_empty,
         )
     except InputError as exc:
         if output is not None:
@@ -216,7 +274,7 @@ def main(
         return int(ExitCode.INTERRUPTED)
     except BrokenPipeError:
         return int(ExitCode.ERROR)
-    except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, no traceback
+    except Exception as exc:  # the last line of defence: one line, no traceback
         if show_traceback:
             traceback.print_exc(file=stderr)
         stderr.write(

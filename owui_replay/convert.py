@@ -1,4 +1,4 @@
-"""The convert job: export in, Portkey-ready JSONL + rejects + manifest out, every record counted."""
+"""The convert job: export in; Portkey JSONL, rejects and manifest out; every record counted."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 import os
 import sys
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -33,12 +33,19 @@ OUTCOMES = (WRITTEN, INVALID, SKIPPED, FILTERED, DUPLICATE, SUPERSEDED)
 FILTER_REASONS = frozenset({"before_since", "not_before_until"})
 
 
+_UNICODE_LINE_BREAKS = str.maketrans({"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"})
+
+
 def dumps_line(obj: Any) -> bytes:
-    """Deterministic, compact, UTF-8 JSON line (same input and options: same bytes)."""
-    return (
-        json.dumps(obj, ensure_ascii=False, sort_keys=True, separators=(",", ":"), allow_nan=False)
-        + "\n"
-    ).encode("utf-8")
+    """Deterministic, compact, UTF-8 JSON line (same input and options: same bytes).
+
+    U+0085, U+2028 and U+2029 are escaped: JSON allows them raw, but readers that split
+    lines the Unicode way (str.splitlines, JavaScript) would cut the line there.
+    """
+    text = json.dumps(
+        obj, ensure_ascii=False, sort_keys=True, separators=(",", ":"), allow_nan=False
+    )
+    return (text.translate(_UNICODE_LINE_BREAKS) + "\n").encode("utf-8")
 
 
 @dataclass
@@ -89,6 +96,13 @@ class _Sinks:
             if writer is not None:
                 writer.close()
 
+    def discard(self) -> None:
+        """Remove the partial files of a run that produced nothing worth keeping."""
+        self.close()
+        for writer in (self.out, self.rejects):
+            if writer is not None:
+                writer.partial.unlink(missing_ok=True)
+
 
 def convert(
     export_path: str,
@@ -98,7 +112,7 @@ def convert(
     samples: int = 0,
     stderr: IO[str] | None = None,
     progress: bool | None = None,
-    on_record: Callable[[int], None] | None = None,
+    allow_empty: bool = False,
 ) -> ConvertResult:
     """Convert EXPORT to OUTPUT (None: dry run, nothing written). Raises InputError."""
     mapper = Mapper(options)
@@ -119,33 +133,39 @@ def convert(
             last = 0
             for index, record in enumerate(stream.records()):
                 outcome, reason = _process(
-                    index, record, mapper, record_validator, payload_validator, sinks, seen,
-                    superseded, sample_payloads, samples,
-                )  # fmt: skip
+                    index,
+                    record,
+                    mapper,
+                    record_validator,
+                    payload_validator,
+                    sinks,
+                    seen,
+                    superseded,
+                    sample_payloads,
+                    samples,
+                )
                 counts[outcome] += 1
                 if reason:
                     reasons[reason] += 1
                 now = stream.raw.bytes_read
                 bar.update(now - last)
                 last = now
-                if on_record is not None:
-                    on_record(index)
-    except BaseException:
+        total = index + 1
+        if total == 0 and not allow_empty:
+            sinks.discard()
+            raise InputError(_empty_message(stream))
+        if superseded:
+            _drop_superseded(sinks, superseded, counts, reasons)
+        if sum(counts.values()) != total:  # pragma: no cover - an invariant, not an input case
+            raise AssertionError(f"counts {dict(counts)} do not add up to {total} records")
+        manifest = build_manifest(stream, options, total, counts, reasons, sinks)
+        if paths is not None and sinks.out is not None and sinks.rejects is not None:
+            sinks.rejects.commit()
+            sinks.out.commit()
+            write_json_atomic(paths.manifest, manifest)
+    finally:
         sinks.close()
         stream.close()
-        raise
-    sinks.close()
-    stream.close()
-    total = index + 1
-    if superseded:
-        _drop_superseded(sinks, superseded, counts, reasons)
-    if sum(counts.values()) != total:  # pragma: no cover - an invariant, not an input case
-        raise AssertionError(f"counts {dict(counts)} do not add up to {total} records")
-    manifest = build_manifest(stream, options, total, counts, reasons, sinks, record_validator)
-    if paths is not None and sinks.out is not None and sinks.rejects is not None:
-        sinks.rejects.commit()
-        sinks.out.commit()
-        write_json_atomic(paths.manifest, manifest)
     return ConvertResult(total, counts, reasons, paths, manifest, sample_payloads)
 
 
@@ -231,9 +251,10 @@ def _drop_superseded(
     if sinks.out is None or sinks.rejects is None:
         return
     old = sinks.out
-    rewritten = HashedWriter(old.final)
+    old.close()
     tmp = old.partial.with_name(old.partial.name + ".old")
     os.replace(old.partial, tmp)
+    rewritten = HashedWriter(old.final)
     with open(tmp, "rb") as handle:
         for line_no, line in enumerate(handle):
             if line_no in superseded:
@@ -250,8 +271,6 @@ def _drop_superseded(
             else:
                 rewritten.write_line(line)
     os.unlink(tmp)
-    rewritten.close()
-    sinks.rejects.close()
     sinks.out = rewritten
 
 
@@ -262,7 +281,6 @@ def build_manifest(
     counts: Counter[str],
     reasons: Counter[str],
     sinks: _Sinks,
-    validator: RecordValidator,
 ) -> dict[str, Any]:
     """What was read, with which settings, and what came out: for audit and for replay."""
     manifest: dict[str, Any] = {
@@ -292,10 +310,26 @@ def build_manifest(
     return manifest
 
 
+def _empty_message(stream: ExportStream) -> str:
+    if stream.shape == "page":
+        total = f" although its total is {stream.page_total}" if stream.page_total else ""
+        hint = " (a page past the end?)" if stream.page_total else ""
+        return (
+            f"{stream.name}: the page has no items{total}{hint}; nothing to convert "
+            "(--allow-empty accepts it)"
+        )
+    return (
+        f"{stream.name}: the export is an empty array; nothing to convert "
+        "(--allow-empty accepts it)"
+    )
+
+
 def explain_partial(paths: HandoffPaths) -> str:
     """Where a failed run left its work, for the error message."""
     partial = paths.output.with_name(paths.output.name + ".partial")
-    return f"records before it are in {partial}; {paths.output} was not written"
+    if partial.exists():
+        return f"records before it are in {partial}; {paths.output} was not written"
+    return f"{paths.output} was not written"
 
 
 __all__ = ["ConvertResult", "InputError", "convert", "explain_partial"]

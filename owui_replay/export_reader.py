@@ -10,7 +10,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
-import re
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ import ijson
 from owui_replay.errors import InputError
 
 CHUNK = 64 * 1024
+_CONTEXT_KEEP = 64
 UTF8_BOM = b"\xef\xbb\xbf"
 GZIP_MAGIC = b"\x1f\x8b"
 ALLOW_SLOW_ENV = "OWUI_REPLAY_ALLOW_SLOW_PARSER"
@@ -85,8 +85,10 @@ class TextStream:
         else:
             data = self._source.read(size if size > 0 else CHUNK)
         if data:
-            self.last_chunk_start = self.offset
-            self.last_chunk = data
+            # keep a little of the previous chunk: yajl's error context may straddle the two
+            tail = self.last_chunk[-_CONTEXT_KEEP:]
+            self.last_chunk_start = self.offset - len(tail)
+            self.last_chunk = tail + data
             self.offset += len(data)
         return data
 
@@ -145,7 +147,7 @@ class ExportStream:
         if self.shape == "page" and not self._saw_items:
             raise InputError(
                 f"{self.name}: top-level object has no 'items' array; expected the export array "
-                "or an {\"items\": [...]} page"
+                'or an {"items": [...]} page'
             )
         self.raw.drain()
 
@@ -173,48 +175,55 @@ class ExportStream:
 
 
 _CARET_COLUMN = 40  # yajl pads its context line so the error sits under column 40
+_TOKEN_BYTES = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+-.")
 
 
 def locate_parse_error(message: str, text: TextStream) -> tuple[str, int]:
-    """Turn yajl's verbose message into (one-line reason, exact byte offset when findable)."""
+    """Turn yajl's verbose message into (one-line reason, offset of the first bad byte)."""
     if message.startswith(("b'", 'b"')):  # ijson could not decode yajl's message
-        message = message[2:-1].encode().decode("unicode_escape", errors="replace")
+        message = message[2:-1].encode("latin-1", "backslashreplace").decode("unicode_escape")
     lines = message.split("\n")
     reason = lines[0].strip() or "malformed JSON"
     if "premature EOF" in reason:
         return "the file ends in the middle of a record (truncated?)", text.offset
+    if "invalid bytes in UTF8" in reason:
+        return "invalid UTF-8", _first_invalid_utf8(text)
     context = lines[1] if len(lines) > 1 else ""
-    before = context[:_CARET_COLUMN].lstrip(" ")
-    after = context[_CARET_COLUMN:]
-    offset = _find_in_chunk(before, after, text)
-    if "invalid char" in reason and re.match(r"-?(NaN|Inf)", after.strip() or before[-1:] + after):
-        reason = "NaN and Infinity are not JSON numbers"
-    elif re.search(r"(NaN|Infinity)$", before + after[:8]):
+    offset = _find_in_chunk(context[:_CARET_COLUMN].lstrip(" "), text)
+    at = text.last_chunk[offset - text.last_chunk_start :][:9]
+    if at.lstrip(b"-+").startswith((b"NaN", b"Inf")):
         reason = "NaN and Infinity are not JSON numbers"
     elif "integer overflow" in reason:
         reason = "integer too large"
-    elif "invalid bytes in UTF8" in reason:
-        reason = "invalid UTF-8"
     elif "trailing garbage" in reason:
         reason = "unexpected data after the end of the top-level value (trailing garbage)"
     return reason, offset
 
 
-def _find_in_chunk(before: str, after: str, text: TextStream) -> int:
-    """Find yajl's context in the last chunk; fall back to the chunk's end."""
-    chunk = text.last_chunk.replace(b"\n", b" ").replace(b"\r", b" ").replace(b"\t", b" ")
-    needle_before = before.encode("utf-8", "replace")
-    needle_after = after.encode("utf-8", "replace")
-    start = 0
-    while True:
-        hit = chunk.find(needle_before + needle_after, start)
-        if hit < 0 or not needle_before:
-            break
-        return text.last_chunk_start + hit + len(needle_before)
-    hit = chunk.find(needle_before) if needle_before else -1
-    if hit >= 0:
-        return text.last_chunk_start + hit + len(needle_before)
+def _first_invalid_utf8(text: TextStream) -> int:
+    try:
+        text.last_chunk.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return text.last_chunk_start + exc.start
     return text.offset
+
+
+def _find_in_chunk(before: str, text: TextStream) -> int:
+    """Offset of the token yajl choked on, found from its context in the last chunk.
+
+    yajl's caret stands one byte past where it stopped, which may be inside a token
+    ("tra|iling", "N|aN"), so step back to the token's first byte. Falls back to the end
+    of what was read when the context cannot be found.
+    """
+    chunk = text.last_chunk.replace(b"\n", b" ").replace(b"\r", b" ").replace(b"\t", b" ")
+    needle = before.encode("utf-8", "replace")
+    hit = chunk.find(needle) if needle else -1
+    if hit < 0:
+        return text.offset
+    position = hit + len(needle) - 1
+    while position > 0 and chunk[position] in _TOKEN_BYTES and chunk[position - 1] in _TOKEN_BYTES:
+        position -= 1
+    return text.last_chunk_start + position
 
 
 def open_export(path: str) -> ExportStream:
@@ -260,7 +269,7 @@ def open_export(path: str) -> ExportStream:
         shown = first.decode("utf-8", "replace")
         raise InputError(
             f"{name}: byte offset {text.offset}: top-level JSON value starts with {shown!r}; "
-            "expected an array of feedback records or an {\"items\": [...]} page"
+            'expected an array of feedback records or an {"items": [...]} page'
         )
     return ExportStream(name, raw, text, size, shape, compressed, _closers=closers)
 

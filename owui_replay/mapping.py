@@ -188,7 +188,9 @@ class Mapper:
         if since is not None and updated_at < since:
             return Skip("before_since", f"updated_at {updated_at} is before --since {since}")
         if until is not None and updated_at >= until:
-            return Skip("not_before_until", f"updated_at {updated_at} is not before --until {until}")
+            return Skip(
+                "not_before_until", f"updated_at {updated_at} is not before --until {until}"
+            )
         return None
 
     def map(self, record: Mapping[str, Any]) -> dict[str, Any]:

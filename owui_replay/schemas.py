@@ -101,11 +101,15 @@ class RecordValidator:
 
 
 def _leaf_errors(error: jsonschema.ValidationError) -> list[SchemaError]:
-    """Replace anyOf wrappers by their most specific branch errors, when there is one."""
+    """Replace an anyOf/oneOf error by its deepest branch error, which names the real field.
+
+    "data matches none of the allowed shapes" helps nobody when the cause is
+    /data/rating being a boolean.
+    """
     if error.context:
-        best = jsonschema.exceptions.best_match(error.context)
-        if best is not None and list(best.absolute_path) != list(error.absolute_path):
-            return _leaf_errors(best)
+        deepest = max(error.context, key=lambda e: len(e.absolute_path))
+        if len(deepest.absolute_path) > len(error.absolute_path):
+            return _leaf_errors(deepest)
     return [SchemaError(json_path(error.absolute_path), _short_message(error))]
 
 

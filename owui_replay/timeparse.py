@@ -19,7 +19,8 @@ def parse_instant(text: str) -> int:
         moment = datetime.fromisoformat(candidate)
     except ValueError:
         raise ValueError(
-            f"{text!r} is neither epoch seconds nor an ISO date (2026-11-01 or 2026-11-01T12:00:00Z)"
+            f"{text!r} is neither epoch seconds nor an ISO date "
+            "(2026-11-01 or 2026-11-01T12:00:00Z)"
         ) from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=timezone.utc)

@@ -1,0 +1,45 @@
+"""Shared helpers: run the CLI in-process with captured streams, and locate fixtures."""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from owui_replay.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = ROOT / "fixtures"
+REAL_EXPORT = FIXTURES / "openwebui-0.12.4" / "export.json"
+FLAT_EXPORT = FIXTURES / "flat" / "export.json"
+EDGE_EXPORT = FIXTURES / "edge-cases" / "export.json"
+
+
+@dataclass
+class Run:
+    code: int
+    stdout: str
+    stderr: str
+
+
+def run_cli(*argv: str) -> Run:
+    out, err = io.StringIO(), io.StringIO()
+    code = main(list(argv), stdout=out, stderr=err)
+    return Run(code, out.getvalue(), err.getvalue())
+
+
+def read_jsonl(path: Path) -> list[Any]:
+    return [json.loads(line) for line in path.read_text("utf-8").splitlines()]
+
+
+def load_fixture(path: Path) -> Any:
+    return json.loads(path.read_text("utf-8"))
+
+
+@pytest.fixture
+def real_records() -> list[dict[str, Any]]:
+    return load_fixture(REAL_EXPORT)
