@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import signal
 import sys
@@ -260,7 +261,8 @@ def main(
     argv = list(sys.argv[1:] if argv is None else argv)
     show_traceback = "--traceback" in argv
     try:
-        args = build_parser().parse_args(argv)
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            args = build_parser().parse_args(argv)  # --help and --version print here
         return int(args.handler(args, stdout, stderr))
     except SystemExit as exc:  # --help and --version
         return int(exc.code or 0)
