@@ -78,8 +78,10 @@ class RecordValidator:
         cls.check_schema(schema)
         self._reference = cls(schema)
         self._fast: Callable[[Any], bool] | None = None
+        self._heavy: dict[str, Callable[[Any], bool]] = {}
         if use_fast and jsonschema_rs is not None:
             self._fast = jsonschema_rs.validator_for(schema).is_valid
+            self._heavy = _heavy_property_validators(schema)
         self.accelerated = self._fast is not None
 
     def is_valid(self, instance: Any) -> bool:
@@ -91,13 +93,37 @@ class RecordValidator:
         return self._reference.is_valid(instance)
 
     def errors(self, instance: Any, limit: int = MAX_ERRORS) -> list[SchemaError]:
-        """Up to `limit` errors, deepest first within each branch, values truncated."""
+        """Up to `limit` errors, deepest first within each branch, values truncated.
+
+        The reference validator reports them. A heavy optional subtree (the snapshot: the
+        whole chat) that the fast validator finds valid on its own is left out of that pass,
+        which would otherwise walk every message of the chat for nothing.
+        """
+        if isinstance(instance, dict) and self._heavy:
+            skip = [k for k, ok in self._heavy.items() if k in instance and ok(instance[k])]
+            if skip:
+                instance = {k: v for k, v in instance.items() if k not in skip}
         found: list[SchemaError] = []
         ordered = sorted(self._reference.iter_errors(instance), key=lambda e: list(e.path))
         for error in ordered:
             found.extend(_leaf_errors(error))
         unique = list(dict.fromkeys(found))
         return unique[:limit]
+
+
+HEAVY_PROPERTIES = ("snapshot",)
+
+
+def _heavy_property_validators(schema: dict[str, Any]) -> dict[str, Callable[[Any], bool]]:
+    """Fast validators for heavy top-level properties that may be absent."""
+    validators = {}
+    for key in HEAVY_PROPERTIES:
+        sub = schema.get("properties", {}).get(key)
+        if sub is None or key in schema.get("required", ()):
+            continue
+        standalone = {"$schema": schema["$schema"], "$defs": schema.get("$defs", {}), **sub}
+        validators[key] = jsonschema_rs.validator_for(standalone).is_valid
+    return validators
 
 
 def _leaf_errors(error: jsonschema.ValidationError) -> list[SchemaError]:
