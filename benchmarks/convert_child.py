@@ -103,7 +103,7 @@ JOBS = {f.__name__: f for f in (bare, bare_hashed, convert, convert_dry, cookboo
 if __name__ == "__main__":
     job, path, out = sys.argv[1], sys.argv[2], sys.argv[3]
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    import ijson  # imports are not throughput: load them before the clock starts
+    import ijson  # noqa: F401 - imports are not throughput: load them before the clock starts
 
     import owui_replay.convert  # noqa: F401
 
