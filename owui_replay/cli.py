@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import signal
 import sys
 import traceback
@@ -22,6 +23,7 @@ from owui_replay.mapping import (
 from owui_replay.timeparse import parse_instant
 
 PROG = "owui-replay"
+DEFAULT_PORTKEY_BASE = "https://api.portkey.ai/v1"
 
 CONVERT_EPILOG = """\
 example:
@@ -99,6 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     commands.required = True
     _add_convert(commands)
+    _add_replay(commands)
     return parser
 
 
@@ -248,6 +251,194 @@ def run_convert(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> E
         prefix = "dry run: " if args.dry_run else ""
         stderr.write(f"{PROG}: {prefix}{result.summary()}\n")
     return ExitCode.OK
+
+
+REPLAY_EPILOG = """\
+example:
+  export PORTKEY_API_KEY=...            # never printed, logged or written
+  owui-replay replay feedback.jsonl --dry-run
+  owui-replay replay feedback.jsonl --concurrency 8 --rate 50
+
+Progress is journaled in FEEDBACK.journal.jsonl: run the same command again after an
+interruption and it resumes, skipping acknowledged lines. Lines in flight when a run died are
+'uncertain' (Portkey may or may not have stored them) and are resent unless --uncertain skip.
+Payloads Portkey refuses (4xx other than 401/403) go to FEEDBACK.failed.jsonl.
+"""
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{value} must be more than 0")
+    return value
+
+
+def _add_replay(commands: Any) -> None:
+    p = commands.add_parser(
+        "replay",
+        help="post a converted JSONL file to Portkey's feedback API, resumably",
+        description="Post every line of FEEDBACK.jsonl to {PORTKEY_BASE_URL}/feedback with "
+        "retries, rate limiting and a journal that makes an interrupted run resumable.",
+        epilog=REPLAY_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("feedback", metavar="FEEDBACK.jsonl", help="output of owui-replay convert")
+    p.add_argument(
+        "--api-key-file",
+        metavar="FILE",
+        help="read the Portkey API key from FILE instead of $PORTKEY_API_KEY",
+    )
+    p.add_argument(
+        "--base-url",
+        metavar="URL",
+        help="Portkey API base, /feedback is appended (default $PORTKEY_BASE_URL "
+        f"or {DEFAULT_PORTKEY_BASE})",
+    )
+    p.add_argument(
+        "--allow-insecure-http",
+        action="store_true",
+        help="allow plain http:// to a host other than this machine",
+    )
+    p.add_argument("--ca-bundle", metavar="PATH", help="CA bundle for TLS verification")
+    p.add_argument(
+        "--no-verify",
+        action="store_true",
+        help="send even if FEEDBACK.jsonl does not match its manifest",
+    )
+    p.add_argument(
+        "--concurrency",
+        type=_int_range(1, 64),
+        default=8,
+        metavar="N",
+        help="requests in flight at once (default 8)",
+    )
+    p.add_argument(
+        "--rate",
+        type=_positive_float,
+        metavar="R",
+        help="at most R requests per second (default: no limit, slow down on 429)",
+    )
+    p.add_argument(
+        "--batch-size",
+        type=_int_range(1, 1000),
+        default=1,
+        metavar="N",
+        help="payloads per request, using Portkey's array form (default 1)",
+    )
+    p.add_argument(
+        "--retries",
+        type=_int_range(0, 100),
+        default=8,
+        metavar="N",
+        help="retries per request on timeouts, 408, 429 and 5xx (default 8)",
+    )
+    p.add_argument(
+        "--timeout",
+        type=_positive_float,
+        default=30.0,
+        metavar="S",
+        help="seconds to wait for a response (default 30)",
+    )
+    p.add_argument(
+        "--max-retry-after",
+        type=_positive_float,
+        default=60.0,
+        metavar="S",
+        help="cap on a server's Retry-After (default 60)",
+    )
+    resume = p.add_mutually_exclusive_group()
+    resume.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from the journal (the default when one exists)",
+    )
+    resume.add_argument(
+        "--restart",
+        action="store_true",
+        help="set the journal aside (renamed with a timestamp) and start over",
+    )
+    p.add_argument(
+        "--start-offset",
+        type=_int_range(0, 10**12),
+        default=0,
+        metavar="N",
+        help="skip the first N lines (0-based line N is the first sent)",
+    )
+    p.add_argument(
+        "--uncertain",
+        choices=("resend", "skip"),
+        default="resend",
+        help="lines in flight when an earlier run died: resend (default; may "
+        "duplicate) or skip (may lose)",
+    )
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="check everything and print what would be sent; send nothing",
+    )
+    p.add_argument(
+        "--samples",
+        type=_int_range(0, 1000),
+        default=3,
+        metavar="N",
+        help="payloads to print with --dry-run (default 3)",
+    )
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no summary")
+    p.set_defaults(handler=run_replay)
+
+
+def run_replay(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> ExitCode:
+    from pathlib import Path
+
+    from owui_replay.delivery import DeliveryOptions
+    from owui_replay.replay import ReplaySettings, dry_run, replay
+    from owui_replay.secrets import load_secret
+    from owui_replay.urls import checked_base_url
+
+    base = args.base_url or os.environ.get("PORTKEY_BASE_URL") or DEFAULT_PORTKEY_BASE
+    settings = ReplaySettings(
+        base_url=checked_base_url(
+            base, allow_insecure_http=args.allow_insecure_http, name="Portkey base URL"
+        ),
+        delivery=DeliveryOptions(
+            concurrency=args.concurrency,
+            rate=args.rate,
+            batch_size=args.batch_size,
+            retries=args.retries,
+            max_retry_after=args.max_retry_after,
+        ),
+        timeout=args.timeout,
+        verify_tls=args.ca_bundle or True,
+        verify_manifest=not args.no_verify,
+        restart=args.restart,
+        start_offset=args.start_offset,
+        uncertain=args.uncertain,
+    )
+    feedback = Path(args.feedback)
+    if args.dry_run:
+        result = dry_run(feedback, settings, args.samples, stdout)
+        if not args.quiet:
+            stderr.write(f"{PROG}: dry run: {result.summary()}\n")
+        return result.exit_code
+    api_key = load_secret("PORTKEY_API_KEY", args.api_key_file, "--api-key-file")
+    _sigterm_as_interrupt()
+    result = replay(
+        feedback, settings, api_key, stderr=stderr, progress=False if args.quiet else None
+    )
+    stats = result.stats
+    if stats is not None and stats.stop_reason == "auth":
+        stderr.write(
+            f"{PROG}: error: Portkey refused the API key ({api_key.redact(stats.stop_detail)}); "
+            "stopped at once. Check PORTKEY_API_KEY and that it has the feedback scope.\n"
+        )
+    elif stats is not None and stats.stop_reason == "gave-up":
+        stderr.write(f"{PROG}: error: {api_key.redact(stats.stop_detail)}; stopped.\n")
+    if not args.quiet or result.exit_code != ExitCode.OK:
+        stderr.write(f"{PROG}: replay: {result.summary()}\n")
+    return result.exit_code
 
 
 def main(

@@ -1,4 +1,8 @@
-"""Names of the files that travel together: OUT.jsonl, OUT.rejects.jsonl, OUT.manifest.json."""
+"""Names of the files that travel together beside OUT.jsonl.
+
+convert writes OUT.rejects.jsonl and OUT.manifest.json; replay writes OUT.journal.jsonl and
+OUT.failed.jsonl.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,8 @@ class HandoffPaths:
     output: Path
     rejects: Path
     manifest: Path
+    journal: Path
+    failed: Path
 
     @classmethod
     def for_output(cls, output: str | Path) -> HandoffPaths:
@@ -20,4 +26,6 @@ class HandoffPaths:
             output=output,
             rejects=output.with_name(stem + ".rejects.jsonl"),
             manifest=output.with_name(stem + ".manifest.json"),
+            journal=output.with_name(stem + ".journal.jsonl"),
+            failed=output.with_name(stem + ".failed.jsonl"),
         )

@@ -1,0 +1,61 @@
+"""What to do with a response, and how long to wait before trying again."""
+
+from __future__ import annotations
+
+import email.utils
+import random
+import time
+from enum import Enum
+
+RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+AUTH_STATUSES = frozenset({401, 403})
+
+
+class Verdict(Enum):
+    OK = "ok"
+    RETRY = "retry"
+    AUTH = "auth"  # stop the whole run: more requests would fail the same way
+    FAIL = "fail"  # this payload is refused; record it and go on
+
+
+def classify(status: int) -> Verdict:
+    if 200 <= status < 300:
+        return Verdict.OK
+    if status in RETRY_STATUSES:
+        return Verdict.RETRY
+    if status in AUTH_STATUSES:
+        return Verdict.AUTH
+    return Verdict.FAIL
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds or HTTP date); None if absent/bad."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def backoff_delay(
+    attempt: int,
+    *,
+    base: float = 0.25,
+    cap: float = 20.0,
+    retry_after: float | None = None,
+    max_retry_after: float = 60.0,
+    rng: random.Random | None = None,
+) -> float:
+    """Full-jitter exponential backoff; a server's Retry-After (capped) is a floor."""
+    rng = rng or random
+    delay = rng.uniform(0, min(cap, base * (2**attempt)))
+    if retry_after is not None:
+        delay = min(retry_after, max_retry_after) + rng.uniform(0, base)
+    return delay

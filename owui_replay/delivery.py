@@ -1,0 +1,250 @@
+"""Deliver JSONL payloads to Portkey: concurrent, paced, retried, journaled, interruptible.
+
+Portkey has no idempotency key, so every repeated POST is a duplicate rating. The rules:
+- a line is journaled as `send` before its request leaves, `ack` only after Portkey confirmed;
+- a definite answer (any HTTP status) means the outcome is known; no answer after the request
+  left (timeout, dropped connection) is ambiguous: it is retried, and counted as a possible
+  duplicate;
+- 401/403 stop every worker at once; other 4xx go to FEEDBACK.failed.jsonl and the run goes on;
+- retryable failures that outlast --retries stop the run with the lines still unacknowledged,
+  so a later run sends them (nothing is written off because a server was down).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from owui_replay.backoff import Verdict, backoff_delay, classify, parse_retry_after
+from owui_replay.journal import Journal
+from owui_replay.portkey_client import PortkeyClient, Reply
+from owui_replay.ratelimit import RateLimiter
+
+Batch = list[tuple[int, bytes]]
+
+
+@dataclass(frozen=True)
+class DeliveryOptions:
+    concurrency: int = 8
+    rate: float | None = None
+    batch_size: int = 1
+    retries: int = 8
+    max_retry_after: float = 60.0
+    backoff_base: float = 0.25
+    backoff_cap: float = 20.0
+
+
+@dataclass
+class DeliveryStats:
+    acked: int = 0
+    failed: int = 0
+    retried: int = 0  # retry attempts
+    throttled: int = 0  # 429s
+    possible_duplicates: set[int] = field(default_factory=set)  # retried after no answer
+    stop_reason: str | None = None  # None: ran to the end
+    stop_detail: str = ""
+
+
+class FailedFile:
+    """FEEDBACK.failed.jsonl: payloads Portkey refused, with status and response."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        self._handle: Any = None
+
+    def add(self, line: int, raw: bytes, reply: Reply) -> None:
+        entry = {
+            "line": line,
+            "status": reply.status,
+            "error": reply.describe(),
+            "response": reply.body,
+            "payload": json.loads(raw),
+        }
+        data = json.dumps(entry, ensure_ascii=False, separators=(",", ":")) + "\n"
+        with self._lock:
+            if self._handle is None:
+                self._handle = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
+            self._handle.write(data)
+            self._handle.flush()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._handle is not None:
+                self._handle.flush()
+                os.fsync(self._handle.fileno())
+                self._handle.close()
+                self._handle = None
+
+
+class Deliverer:
+    def __init__(
+        self,
+        client: PortkeyClient,
+        journal: Journal,
+        failed: FailedFile,
+        options: DeliveryOptions,
+        *,
+        on_progress: Callable[[DeliveryStats], None] | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.client = client
+        self.journal = journal
+        self.failed = failed
+        self.options = options
+        self.stats = DeliveryStats()
+        self.stop = threading.Event()
+        self.limiter = RateLimiter(options.rate, burst=max(1, options.concurrency))
+        self._on_progress = on_progress
+        self._rng = rng or random.Random()
+        self._lock = threading.Lock()
+        self._acks: deque[float] = deque(maxlen=512)
+        self._work: Iterator[Batch] | None = None
+
+    # -- the run ----------------------------------------------------------------------
+
+    def run(self, lines: Iterator[tuple[int, bytes]]) -> DeliveryStats:
+        """Deliver every line, or stop early (stats.stop_reason says why)."""
+        self._work = _batches(lines, self.options.batch_size)
+        workers = [
+            threading.Thread(target=self._worker, name=f"replay-{i}", daemon=True)
+            for i in range(self.options.concurrency)
+        ]
+        for worker in workers:
+            worker.start()
+        try:
+            while any(w.is_alive() for w in workers):
+                for worker in workers:
+                    worker.join(0.1)
+                self._progress()
+        except KeyboardInterrupt:
+            self._halt("interrupted", "interrupted: in-flight requests were allowed to finish")
+            for worker in workers:
+                worker.join()
+        self._progress()
+        return self.stats
+
+    def _halt(self, reason: str, detail: str) -> None:
+        with self._lock:
+            if self.stats.stop_reason is None:
+                self.stats.stop_reason = reason
+                self.stats.stop_detail = detail
+        self.stop.set()
+
+    def _next_batch(self) -> Batch | None:
+        with self._lock:
+            if self.stop.is_set() or self._work is None:
+                return None
+            return next(self._work, None)
+
+    def _worker(self) -> None:
+        as_array = self.options.batch_size > 1
+        while (batch := self._next_batch()) is not None:
+            self._deliver(batch, as_array)
+
+    # -- one batch ----------------------------------------------------------------------
+
+    def _deliver(self, batch: Batch, as_array: bool) -> None:
+        """Send one request (an object, or Portkey's array form) until it has an outcome."""
+        lines = [number for number, _ in batch]
+        raws = [raw for _, raw in batch]
+        body = b"[" + b",".join(raws) + b"]" if as_array else raws[0]
+        attempt = 0
+        while True:
+            if not self.limiter.acquire(self.stop):
+                return  # stopped before sending: nothing in flight
+            self.journal.send(lines)
+            reply = self.client.post(body, len(lines))
+            verdict = classify(reply.status) if reply.status is not None else Verdict.RETRY
+            if verdict is Verdict.OK:
+                self._acknowledge(lines, reply)
+                return
+            if verdict is Verdict.AUTH:
+                self.journal.retry(lines, reply.describe(), ambiguous=False)
+                self._halt("auth", reply.describe())
+                return
+            if verdict is Verdict.FAIL:
+                self._refused(batch, reply)
+                return
+            attempt += 1
+            self.journal.retry(lines, reply.describe(), ambiguous=reply.ambiguous)
+            with self._lock:
+                self.stats.retried += 1
+                if reply.ambiguous:
+                    self.stats.possible_duplicates.update(lines)
+            retry_after = parse_retry_after(reply.retry_after)
+            if reply.status == 429:
+                with self._lock:
+                    self.stats.throttled += 1
+                pause = min(retry_after, self.options.max_retry_after) if retry_after else 1.0
+                self.limiter.throttle(pause, self._observed_rate())
+            if attempt > self.options.retries:
+                self._halt(
+                    "gave-up",
+                    f"gave up after {attempt} attempts on line {lines[0] + 1}: {reply.describe()}",
+                )
+                return
+            delay = backoff_delay(
+                attempt - 1,
+                base=self.options.backoff_base,
+                cap=self.options.backoff_cap,
+                retry_after=retry_after,
+                max_retry_after=self.options.max_retry_after,
+                rng=self._rng,
+            )
+            if self.stop.wait(delay):
+                return  # interrupted while backing off: the journal already says retry
+
+    def _acknowledge(self, lines: list[int], reply: Reply) -> None:
+        self.journal.ack(lines, reply.feedback_ids or [])
+        now = time.monotonic()
+        with self._lock:
+            self.stats.acked += len(lines)
+            self._acks.extend([now] * len(lines))
+        self.limiter.succeeded()
+
+    def _refused(self, batch: Batch, reply: Reply) -> None:
+        """A 4xx for a batch: find the bad lines by sending them one by one."""
+        lines = [number for number, _ in batch]
+        if len(batch) > 1:
+            self.journal.retry(lines, f"batch refused ({reply.describe()}); splitting", False)
+            for item in batch:
+                if self.stop.is_set():
+                    return
+                self._deliver([item], as_array=False)
+            return
+        number, raw = batch[0]
+        self.failed.add(number, raw, reply)
+        self.journal.fail([number], reply.status)
+        with self._lock:
+            self.stats.failed += 1
+
+    def _observed_rate(self) -> float | None:
+        with self._lock:
+            if len(self._acks) < 2:
+                return None
+            span = self._acks[-1] - self._acks[0]
+            return len(self._acks) / span if span > 0 else None
+
+    def _progress(self) -> None:
+        if self._on_progress is not None:
+            self._on_progress(self.stats)
+
+
+def _batches(lines: Iterator[tuple[int, bytes]], size: int) -> Iterator[Batch]:
+    batch: Batch = []
+    for item in lines:
+        batch.append(item)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch

@@ -1,0 +1,92 @@
+"""The Portkey-ready JSONL handoff: checked line by line and against its manifest.
+
+Replay sends each line's bytes exactly as stored, so what an auditor approved (by hash) is
+what reaches Portkey.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from owui_replay.errors import ExitCode, InputError
+from owui_replay.handoff import HandoffPaths
+from owui_replay.schemas import PORTKEY_SCHEMA, RecordValidator
+
+
+@dataclass(frozen=True)
+class FeedbackFile:
+    path: Path
+    sha256: str
+    lines: int
+    bytes: int
+
+
+def scan_feedback(path: Path) -> FeedbackFile:
+    """Hash the file and check every line against the Portkey payload schema."""
+    validator = RecordValidator(PORTKEY_SCHEMA)
+    digest = hashlib.sha256()
+    count = size = 0
+    try:
+        handle = open(path, "rb")  # noqa: SIM115 - closed below
+    except OSError as exc:
+        raise InputError(f"{path}: cannot open: {exc.strerror}") from None
+    with handle:
+        for number, raw in enumerate(handle, 1):
+            digest.update(raw)
+            size += len(raw)
+            count += 1
+            payload = _parse_line(path, number, raw)
+            if not validator.is_valid(payload):
+                first = validator.errors(payload)[0]
+                where = first.path or "the line"
+                raise InputError(
+                    f"{path}: line {number}: not a Portkey feedback payload: {where}: "
+                    f"{first.message}"
+                )
+    return FeedbackFile(path, digest.hexdigest(), count, size)
+
+
+def _parse_line(path: Path, number: int, raw: bytes) -> Any:
+    if not raw.endswith(b"\n"):
+        raise InputError(f"{path}: line {number} has no newline: the file is truncated")
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: line {number}: not JSON: {exc}") from None
+
+
+def check_manifest(feedback: FeedbackFile) -> dict[str, Any] | None:
+    """Compare with OUT.manifest.json when it is there; None when there is no manifest."""
+    manifest_path = HandoffPaths.for_output(feedback.path).manifest
+    if not manifest_path.exists():
+        return None
+    try:
+        manifest = json.loads(manifest_path.read_text("utf-8"))
+        expected = manifest["output"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise InputError(
+            f"{manifest_path}: unreadable manifest: {exc}", ExitCode.MISMATCH
+        ) from None
+    if expected.get("sha256") != feedback.sha256 or expected.get("lines") != feedback.lines:
+        raise InputError(
+            f"{feedback.path} does not match {manifest_path.name} (sha256 "
+            f"{feedback.sha256[:12]}… for {feedback.lines} lines, manifest says "
+            f"{str(expected.get('sha256'))[:12]}… for {expected.get('lines')}): the file changed "
+            "after convert; re-run convert, or pass --no-verify to send it anyway",
+            ExitCode.MISMATCH,
+        )
+    return manifest
+
+
+def iter_lines(path: Path, wanted: Iterator[int] | Any) -> Iterator[tuple[int, bytes]]:
+    """(line number, raw JSON without newline) for the 0-based line numbers in `wanted`."""
+    wanted_set = wanted if isinstance(wanted, (set, frozenset)) else set(wanted)
+    with open(path, "rb") as handle:
+        for number, raw in enumerate(handle):
+            if number in wanted_set:
+                yield number, raw.rstrip(b"\n")

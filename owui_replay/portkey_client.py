@@ -1,0 +1,148 @@
+"""POST /feedback (and PUT /feedback/{id}) to Portkey over one keep-alive session.
+
+Built on requests directly: the official SDK sets no timeout, retries 5xx at once (which
+duplicates feedback) and never retries 429. Retrying is the caller's job (delivery.py).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from owui_replay import __version__
+from owui_replay.secrets import Secret
+
+DEFAULT_BASE_URL = "https://api.portkey.ai/v1"
+BODY_LIMIT = 2000
+
+
+@dataclass
+class Reply:
+    """One HTTP exchange; status None means no response (see `sent`)."""
+
+    status: int | None
+    body: str = ""
+    retry_after: str | None = None
+    feedback_ids: list[str] | None = None
+    error: str | None = None
+    sent: bool = True  # False only when the request surely never reached the server
+
+    @property
+    def ambiguous(self) -> bool:
+        """No answer to a request that may have been stored: a retry may duplicate."""
+        return self.status is None and self.sent
+
+    def describe(self) -> str:
+        if self.status is None:
+            return self.error or "no response"
+        message = error_message(self.body)
+        return f"HTTP {self.status}" + (f": {message}" if message else "")
+
+
+def error_message(body: str) -> str:
+    """Portkey's two error shapes ({success:false,data:{message}} and {status,message})."""
+    try:
+        parsed = json.loads(body)
+    except ValueError:
+        return body[:200]
+    if isinstance(parsed, dict):
+        data = parsed.get("data")
+        if isinstance(data, dict) and data.get("message"):
+            code = f" ({data['errorCode']})" if data.get("errorCode") else ""
+            return f"{data['message']}{code}"
+        if parsed.get("message"):
+            return str(parsed["message"])
+    return body[:200]
+
+
+class PortkeyClient:
+    def __init__(
+        self,
+        base_url: str,
+        api_key: Secret,
+        *,
+        timeout: float = 30.0,
+        connect_timeout: float = 10.0,
+        verify: bool | str = True,
+        pool_size: int = 10,
+    ) -> None:
+        self.url = base_url.rstrip("/") + "/feedback"
+        self._key = api_key
+        self.timeout = (connect_timeout, timeout)
+        self.session = requests.Session()  # trust_env: proxies and REQUESTS_CA_BUNDLE apply
+        self.session.verify = verify
+        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=pool_size, max_retries=0)
+        self.session.mount("https://", adapter)
+        self.session.mount("http://", adapter)
+        self.session.headers.update(
+            {
+                "x-portkey-api-key": api_key.reveal(),
+                "Content-Type": "application/json",
+                "User-Agent": f"owui-replay/{__version__}",
+            }
+        )
+
+    def post(self, body: bytes, expected_ids: int) -> Reply:
+        return self._send("POST", self.url, body, expected_ids)
+
+    def put(self, feedback_id: str, body: bytes) -> Reply:
+        return self._send("PUT", f"{self.url}/{feedback_id}", body, 0)
+
+    def _send(self, method: str, url: str, body: bytes, expected_ids: int) -> Reply:
+        try:
+            response = self.session.request(method, url, data=body, timeout=self.timeout)
+        except requests.exceptions.ConnectTimeout:
+            return Reply(None, error="connect timeout", sent=False)
+        except requests.exceptions.SSLError as exc:
+            return Reply(None, error=self._key.redact(f"TLS error: {exc}"), sent=False)
+        except requests.exceptions.ConnectionError as exc:
+            sent = not _refused(exc)
+            return Reply(None, error=self._key.redact(_short(exc)), sent=sent)
+        except requests.exceptions.Timeout:
+            return Reply(None, error="read timeout (the server may have stored it)")
+        except requests.exceptions.RequestException as exc:
+            return Reply(None, error=self._key.redact(_short(exc)))
+        text = self._key.redact(response.text[:BODY_LIMIT])
+        reply = Reply(response.status_code, text, response.headers.get("Retry-After"))
+        if 200 <= response.status_code < 300:
+            reply.feedback_ids = _feedback_ids(response, expected_ids)
+        return reply
+
+    def close(self) -> None:
+        self.session.close()
+
+
+def _feedback_ids(response: requests.Response, expected: int) -> list[str]:
+    try:
+        parsed = response.json()
+    except ValueError:
+        return []
+    ids = parsed.get("feedback_ids") if isinstance(parsed, dict) else None
+    if not isinstance(ids, list):
+        return []
+    return [str(i) for i in ids][: expected or None]
+
+
+def _refused(exc: Exception) -> bool:
+    """True when the connection was never established, so nothing was sent."""
+    text = repr(exc)
+    return any(
+        marker in text
+        for marker in ("Connection refused", "NewConnectionError", "Name or service not known",
+                       "nodename nor servname", "Failed to resolve")
+    )  # fmt: skip
+
+
+def _short(exc: Exception) -> str:
+    text = str(exc)
+    return text if len(text) <= 300 else text[:299] + "…"
+
+
+def dumps_body(payloads: list[dict[str, Any]], batch: bool) -> bytes:
+    """The request body: one object, or Portkey's array form for batches."""
+    obj: Any = payloads if batch else payloads[0]
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")

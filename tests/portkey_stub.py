@@ -1,0 +1,234 @@
+"""A Portkey-compatible feedback server on 127.0.0.1 for tests, with fault injection.
+
+Implements POST {base}/feedback (one object or an array; feedback_ids in input order) and
+PUT {base}/feedback/{id}, checks x-portkey-api-key, validates bodies as Portkey documents
+them, and can be told to misbehave: latency, 429 (with or without Retry-After), 5xx, 401,
+400, a server-side rate limit, and connections dropped before or after storing.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+API_KEY = "pk-test-Zm9vYmFyLXNlY3JldC1rZXk"
+
+
+@dataclass
+class Fault:
+    """What to do with one request instead of (or besides) storing it."""
+
+    kind: (
+        str  # "429", "500", "502", "503", "401", "403", "400", "drop-before", "drop-after", "slow"
+    )
+    retry_after: str | None = None
+    seconds: float = 0.0  # for "slow": sleep this long after storing, before answering
+
+
+@dataclass
+class StubState:
+    api_key: str = API_KEY
+    latency: float = 0.0
+    rate_limit: float | None = None  # requests per second the server accepts
+    rate_limit_retry_after: str | None = None
+    faults: list[Fault] = field(default_factory=list)  # consumed one per request, in order
+    stored: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    updates: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    statuses: Counter[int | str] = field(default_factory=Counter)
+    requests: int = 0
+    in_flight: int = 0
+    max_in_flight: int = 0
+    auth_headers_seen: list[str] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    _bucket: float = 0.0
+    _bucket_at: float = 0.0
+
+    def trace_counts(self) -> Counter[str]:
+        with self.lock:
+            return Counter(p["trace_id"] for _, p in self.stored)
+
+    def feedback_counts(self) -> Counter[str]:
+        """How often each Open WebUI feedback id was stored (>1: a duplicate rating)."""
+        with self.lock:
+            return Counter(
+                (p.get("metadata") or {}).get("feedback_id", p["trace_id"]) for _, p in self.stored
+            )
+
+    def take_fault(self) -> Fault | None:
+        with self.lock:
+            return self.faults.pop(0) if self.faults else None
+
+    def over_rate(self) -> bool:
+        if self.rate_limit is None:
+            return False
+        with self.lock:
+            now = time.monotonic()
+            burst = max(1.0, self.rate_limit / 10)
+            if self._bucket_at == 0.0:
+                self._bucket, self._bucket_at = burst, now
+            self._bucket = min(burst, self._bucket + (now - self._bucket_at) * self.rate_limit)
+            self._bucket_at = now
+            if self._bucket >= 1:
+                self._bucket -= 1
+                return False
+            return True
+
+
+def payload_problem(item: Any) -> str | None:
+    """Why Portkey would refuse this feedback object, or None."""
+    if not isinstance(item, dict):
+        return "feedback must be an object"
+    trace_id = item.get("trace_id")
+    if not isinstance(trace_id, str) or not trace_id:
+        return "trace_id is required and must be a string"
+    value = item.get("value")
+    if isinstance(value, bool) or not isinstance(value, int) or not -10 <= value <= 10:
+        return "value must be an integer between -10 and 10"
+    weight = item.get("weight", 1)
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 <= weight <= 1:
+        return "weight must be a number between 0 and 1"
+    if "metadata" in item and not isinstance(item["metadata"], dict):
+        return "metadata must be an object"
+    return None
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: Any
+
+    def log_message(self, format: str, *args: Any) -> None:  # quiet
+        pass
+
+    @property
+    def state(self) -> StubState:
+        return self.server.state
+
+    def do_POST(self) -> None:
+        self._handle("POST")
+
+    def do_PUT(self) -> None:
+        self._handle("PUT")
+
+    def _handle(self, method: str) -> None:
+        state = self.state
+        with state.lock:
+            state.requests += 1
+            state.in_flight += 1
+            state.max_in_flight = max(state.max_in_flight, state.in_flight)
+            state.auth_headers_seen.append(self.headers.get("x-portkey-api-key", ""))
+        try:
+            self._respond(method)
+        finally:
+            with state.lock:
+                state.in_flight -= 1
+
+    def _respond(self, method: str) -> None:
+        state = self.state
+        fault = state.take_fault()
+        if fault and fault.kind == "drop-before":
+            self.close_connection = True
+            return  # closed without reading the body or answering: nothing stored
+        length = int(self.headers.get("Content-Length", "0"))
+        raw = self.rfile.read(length)
+        if state.latency:
+            time.sleep(state.latency)
+        base = self.server.base_path
+        if self.headers.get("x-portkey-api-key") != state.api_key or (
+            fault and fault.kind == "401"
+        ):
+            return self._send(401, {"success": False, "data": {
+                "message": "Invalid API Key", "errorCode": "AB01"}})  # fmt: skip
+        if fault and fault.kind == "403":
+            return self._send(403, {"success": False, "data": {
+                "message": "missing scope feedback.create", "errorCode": "AB03"}})  # fmt: skip
+        if (fault and fault.kind == "429") or state.over_rate():
+            retry_after = fault.retry_after if fault else state.rate_limit_retry_after
+            headers = {"Retry-After": retry_after} if retry_after else {}
+            return self._send(429, {"success": False, "data": {
+                "message": "Too many requests", "errorCode": "AB06"}}, headers)  # fmt: skip
+        if fault and fault.kind in ("500", "502", "503"):
+            return self._send(int(fault.kind), {"status": "failure", "message": "upstream"})
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            return self._send(400, {"status": "failure", "message": "invalid JSON"})
+        if method == "PUT" and self.path.startswith(base + "/feedback/"):
+            return self._update(self.path.rsplit("/", 1)[1], body)
+        if method != "POST" or self.path != base + "/feedback":
+            return self._send(404, {"status": "failure", "message": "not found"})
+        items = body if isinstance(body, list) else [body]
+        problems = [p for p in map(payload_problem, items) if p]
+        if fault and fault.kind == "400":
+            problems.append("rejected by fault injection")
+        if fault and fault.kind == "400-echo-key":  # a careless server quoting the credential
+            problems.append(f"bad request for key {self.headers.get('x-portkey-api-key')}")
+        if problems or not items:
+            return self._send(
+                400, {"status": "failure", "message": problems[0] if problems else "empty"}
+            )
+        ids = [f"fb_{uuid.uuid4().hex[:16]}" for _ in items]
+        with state.lock:
+            state.stored.extend(zip(ids, items, strict=True))
+        if fault and fault.kind == "drop-after":
+            self.close_connection = True
+            return  # stored, but the client never hears about it
+        if fault and fault.kind == "slow":
+            time.sleep(fault.seconds)
+        self._send(200, {"status": "success", "message": "feedback logged", "feedback_ids": ids})
+
+    def _update(self, feedback_id: str, body: Any) -> None:
+        with self.state.lock:
+            known = any(fid == feedback_id for fid, _ in self.state.stored)
+            if known:
+                self.state.updates.append((feedback_id, body))
+        if not known:
+            return self._send(404, {"status": "failure", "message": "feedback not found"})
+        self._send(200, {"status": "success", "message": "feedback updated"})
+
+    def _send(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
+        with self.state.lock:
+            self.state.statuses[status] += 1
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
+        self.end_headers()
+        self.wfile.write(data)
+
+
+class StubServer(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, state: StubState, base_path: str = "/v1") -> None:
+        super().__init__(("127.0.0.1", 0), Handler)
+        self.state = state
+        self.base_path = base_path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}{self.base_path}"
+
+
+@contextmanager
+def portkey_stub(**settings: Any) -> Iterator[StubServer]:
+    server = StubServer(StubState(**settings))
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.daemon = True
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)

@@ -1,0 +1,72 @@
+"""Build JSONL handoffs for replay tests and run replay in-process or as a real process."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from owui_replay.convert import dumps_line
+from tests.conftest import ROOT, Run, run_cli
+from tests.portkey_stub import API_KEY
+
+
+def make_feedback(directory: Path, count: int, name: str = "feedback.jsonl") -> Path:
+    """COUNT distinct payloads (feedback ids fb-0000...) without a manifest."""
+    path = directory / name
+    with open(path, "wb") as handle:
+        for i in range(count):
+            handle.write(
+                dumps_line(
+                    {
+                        "trace_id": f"chat-{i}:msg-{i}",
+                        "value": 1 if i % 3 else -1,
+                        "weight": 1,
+                        "metadata": {"feedback_id": f"fb-{i:04d}", "_user": "u1"},
+                    }
+                )
+            )
+    return path
+
+
+def replay_in_process(feedback: Path, url: str, *args: str, key: str = API_KEY) -> Run:
+    previous = os.environ.get("PORTKEY_API_KEY")
+    os.environ["PORTKEY_API_KEY"] = key
+    try:
+        return run_cli("replay", str(feedback), "--base-url", url, "--quiet", *args)
+    finally:
+        if previous is None:
+            del os.environ["PORTKEY_API_KEY"]
+        else:
+            os.environ["PORTKEY_API_KEY"] = previous
+
+
+def replay_process(feedback: Path, url: str, *args: str) -> subprocess.Popen[str]:
+    env = {**os.environ, "PORTKEY_API_KEY": API_KEY, "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen(
+        [sys.executable, "-m", "owui_replay", "replay", str(feedback), "--base-url", url, *args],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+
+
+def journal_events(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    lines = path.read_bytes().split(b"\n")
+    return [json.loads(raw) for raw in lines if raw.strip() and raw.endswith(b"}")]
+
+
+def uncertain_resent(stderr: str) -> int:
+    """What a run announced it resends (said at its start, so killed runs report it too)."""
+    marker = "uncertain resent: "
+    for line in stderr.splitlines():
+        if "resuming from" in line and marker in line:
+            return int(line.split(marker, 1)[1].split(",")[0].split()[0])
+    return 0
+
+
+def possible_duplicates(stderr: str) -> int:
+    marker = "possible duplicates from retries: "
+    return int(stderr.split(marker, 1)[1].split(",")[0]) if marker in stderr else 0
