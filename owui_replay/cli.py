@@ -8,8 +8,9 @@ import json
 import os
 import signal
 import sys
+import threading
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import IO, Any
 
 from owui_replay import __version__
@@ -424,10 +425,10 @@ def run_replay(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> Ex
             stderr.write(f"{PROG}: dry run: {result.summary()}\n")
         return result.exit_code
     api_key = load_secret("PORTKEY_API_KEY", args.api_key_file, "--api-key-file")
-    _sigterm_as_interrupt()
-    result = replay(
-        feedback, settings, api_key, stderr=stderr, progress=False if args.quiet else None
-    )
+    with _sigterm_as_interrupt():
+        result = replay(
+            feedback, settings, api_key, stderr=stderr, progress=False if args.quiet else None
+        )
     stats = result.stats
     if stats is not None and stats.stop_reason == "auth":
         stderr.write(
@@ -476,13 +477,21 @@ def main(
         return int(ExitCode.ERROR)
 
 
-def _sigterm_as_interrupt() -> None:
-    """SIGTERM stops a run like Ctrl-C does, so state is saved the same way."""
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """While a run lasts, SIGTERM stops it like Ctrl-C does, so state is saved the same way."""
 
     def handler(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, handler)
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signals can only be handled on the main thread
+        return
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -11,6 +11,9 @@ import threading
 import time
 from collections.abc import Callable
 
+_EPSILON = 1e-9
+_MIN_WAIT = 0.001  # a shorter sleep may not move the clock at all
+
 
 class RateLimiter:
     def __init__(
@@ -43,10 +46,10 @@ class RateLimiter:
                         return True
                     self._tokens = min(self.burst, self._tokens + (now - self._last) * self.rate)
                     self._last = now
-                    if self._tokens >= 1:
-                        self._tokens -= 1
+                    if self._tokens >= 1 - _EPSILON:  # float sums can stop just short of 1
+                        self._tokens = max(0.0, self._tokens - 1)
                         return True
-                    wait = (1 - self._tokens) / self.rate
+                    wait = max(_MIN_WAIT, (1 - self._tokens) / self.rate)
             if stop is not None:
                 if stop.wait(min(wait, 0.25)):
                     return False
