@@ -312,9 +312,9 @@ def _add_replay(commands: Any) -> None:
     p.add_argument(
         "--concurrency",
         type=_int_range(1, 64),
-        default=8,
+        default=16,
         metavar="N",
-        help="requests in flight at once (default 8)",
+        help="requests in flight at once (default 16)",
     )
     p.add_argument(
         "--rate",

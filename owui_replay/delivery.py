@@ -33,7 +33,7 @@ Batch = list[tuple[int, bytes]]
 
 @dataclass(frozen=True)
 class DeliveryOptions:
-    concurrency: int = 8
+    concurrency: int = 16
     rate: float | None = None
     batch_size: int = 1
     retries: int = 8
@@ -102,11 +102,12 @@ class Deliverer:
         self.options = options
         self.stats = DeliveryStats()
         self.stop = threading.Event()
-        self.limiter = RateLimiter(options.rate, burst=max(1, options.concurrency))
+        self.limiter = RateLimiter(options.rate, burst=1)
         self._on_progress = on_progress
         self._rng = rng or random.Random()
         self._lock = threading.Lock()
-        self._acks: deque[float] = deque(maxlen=512)
+        self._acks: deque[float] = deque()  # acknowledgement times within the last second
+        self._first_ack: float | None = None
         self._work: Iterator[Batch] | None = None
 
     # -- the run ----------------------------------------------------------------------
@@ -184,8 +185,8 @@ class Deliverer:
             if reply.status == 429:
                 with self._lock:
                     self.stats.throttled += 1
-                pause = min(retry_after, self.options.max_retry_after) if retry_after else 1.0
-                self.limiter.throttle(pause, self._observed_rate())
+                pause = min(retry_after, self.options.max_retry_after) if retry_after else None
+                self.limiter.throttle(pause, self._accepted_rate())
             if attempt > self.options.retries:
                 self._halt(
                     "gave-up",
@@ -208,7 +209,11 @@ class Deliverer:
         now = time.monotonic()
         with self._lock:
             self.stats.acked += len(lines)
-            self._acks.extend([now] * len(lines))
+            self._acks.append(now)  # requests, not lines: the server limits requests
+            if self._first_ack is None:
+                self._first_ack = now
+            while self._acks[0] < now - 1.0:
+                self._acks.popleft()
         self.limiter.succeeded()
 
     def _refused(self, batch: Batch, reply: Reply) -> None:
@@ -227,12 +232,15 @@ class Deliverer:
         with self._lock:
             self.stats.failed += 1
 
-    def _observed_rate(self) -> float | None:
+    def _accepted_rate(self) -> float | None:
+        """Requests per second the server acknowledged over the last second."""
+        now = time.monotonic()
         with self._lock:
-            if len(self._acks) < 2:
+            while self._acks and self._acks[0] < now - 1.0:
+                self._acks.popleft()
+            if len(self._acks) < 2 or self._first_ack is None:
                 return None
-            span = self._acks[-1] - self._acks[0]
-            return len(self._acks) / span if span > 0 else None
+            return len(self._acks) / min(1.0, max(now - self._first_ack, 1e-3))
 
     def _progress(self) -> None:
         if self._on_progress is not None:

@@ -1,8 +1,9 @@
-"""Pacing shared by all workers: a token bucket, a global pause after 429, and AIMD.
+"""Pacing shared by all workers: a token bucket that learns the server's limit (AIMD).
 
-With --rate the bucket never exceeds it. A 429 pauses every worker (so one refusal does not
-become a storm) and lowers the rate multiplicatively; successes raise it again slowly, never
-above --rate. Without --rate the limit starts unbounded and is learnt from 429s.
+With --rate the bucket never exceeds it. A 429 lowers the rate to just under what the server
+was accepting (once a second at most) and, when the server sent Retry-After, pauses every
+worker that long; successes raise the rate again by about 1% a second. Without --rate the
+limit starts unbounded and is learnt from the first 429s.
 """
 
 from __future__ import annotations
@@ -13,6 +14,10 @@ from collections.abc import Callable
 
 _EPSILON = 1e-9
 _MIN_WAIT = 0.001  # a shorter sleep may not move the clock at all
+_DECREASE = 0.95
+_DECREASE_INTERVAL = 1.0
+_INCREASE = 0.01
+_MIN_RATE = 0.5
 
 
 class RateLimiter:
@@ -32,6 +37,7 @@ class RateLimiter:
         self._sleep = sleep
         self._last = clock()
         self._paused_until = 0.0
+        self._last_decrease = float("-inf")
         self._lock = threading.Lock()
         self.throttled = 0  # 429s seen
 
@@ -56,24 +62,32 @@ class RateLimiter:
             else:
                 self._sleep(min(wait, 0.25))
 
-    def throttle(self, pause: float, observed_rate: float | None) -> None:
-        """The server said 429: pause everyone and slow down."""
+    def throttle(self, pause: float | None, accepted_rate: float | None) -> None:
+        """The server said 429. Pause everyone only if it said for how long (Retry-After);
+        slow down to just under the rate it was accepting, at most once a second, since the
+        429s of requests already in flight say nothing new."""
         with self._lock:
             self.throttled += 1
             now = self._clock()
-            self._paused_until = max(self._paused_until, now + pause)
-            base = self.rate if self.rate is not None else observed_rate
+            if pause:
+                self._paused_until = max(self._paused_until, now + pause)
+            if now - self._last_decrease < _DECREASE_INTERVAL:
+                return
+            self._last_decrease = now
+            base = accepted_rate if accepted_rate else self.rate
             if base:
-                self.rate = max(0.5, base * 0.85)
+                self.rate = max(_MIN_RATE, base * _DECREASE)
+                if self.ceiling is not None:
+                    self.rate = min(self.rate, self.ceiling)
                 self._tokens = 0.0
-                self._last = now + pause
+                self._last = max(now, self._paused_until)
 
     def succeeded(self) -> None:
-        """Additive increase after a success, up to the user's ceiling."""
+        """Additive increase: +0.01 req/s per success is +1% of the rate per second, so a
+        learnt limit is probed again every few seconds, never above the user's ceiling."""
         with self._lock:
             if self.rate is None:
                 return
-            step = max(0.05, self.rate * 0.002)
-            self.rate = (
-                self.rate + step if self.ceiling is None else min(self.ceiling, self.rate + step)
-            )
+            self.rate += _INCREASE
+            if self.ceiling is not None:
+                self.rate = min(self.ceiling, self.rate)

@@ -44,6 +44,8 @@ class StubState:
     updates: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     statuses: Counter[int | str] = field(default_factory=Counter)
     requests: int = 0
+    started: float = field(default_factory=time.monotonic)
+    throttled_at: list[float] = field(default_factory=list)  # seconds since start, per 429
     in_flight: int = 0
     max_in_flight: int = 0
     auth_headers_seen: list[str] = field(default_factory=list)
@@ -102,6 +104,9 @@ def payload_problem(item: Any) -> str | None:
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # headers and body go out in two writes: without TCP_NODELAY, Nagle's algorithm and the
+    # client's delayed ACK add ~40 ms to every response, which no real server does
+    disable_nagle_algorithm = True
     server: Any
 
     def log_message(self, format: str, *args: Any) -> None:  # quiet
@@ -110,6 +115,26 @@ class Handler(BaseHTTPRequestHandler):
     @property
     def state(self) -> StubState:
         return self.server.state
+
+    def do_GET(self) -> None:
+        """GET /_stats: counters for a benchmark driving the stub from another process."""
+        if self.path != "/_stats":
+            return self._send(404, {"status": "failure", "message": "not found"})
+        state = self.state
+        with state.lock:
+            stats = {
+                "requests": state.requests,
+                "stored": len(state.stored),
+                "statuses": {str(k): v for k, v in state.statuses.items()},
+                "max_in_flight": state.max_in_flight,
+                "throttled_at": state.throttled_at,
+            }
+        data = json.dumps(stats).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
 
     def do_POST(self) -> None:
         self._handle("POST")
@@ -196,6 +221,8 @@ class Handler(BaseHTTPRequestHandler):
     def _send(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
         with self.state.lock:
             self.state.statuses[status] += 1
+            if status == 429:
+                self.state.throttled_at.append(time.monotonic() - self.state.started)
         data = json.dumps(body).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")

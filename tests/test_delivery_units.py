@@ -69,12 +69,12 @@ def test_token_bucket_holds_the_rate() -> None:
     assert clock.now - 100.0 == pytest.approx(5.0, abs=0.11)
 
 
-def test_429_pauses_everyone_and_slows_down() -> None:
+def test_429_with_retry_after_pauses_everyone_and_slows_down() -> None:
     clock = FakeClock()
     limiter = RateLimiter(10.0, burst=1, clock=clock, sleep=clock.sleep)
     limiter.acquire()
-    limiter.throttle(2.0, observed_rate=10.0)
-    assert limiter.rate == pytest.approx(8.5)
+    limiter.throttle(2.0, accepted_rate=10.0)
+    assert limiter.rate == pytest.approx(9.5)
     start = clock.now
     limiter.acquire()
     assert clock.now - start >= 2.0
@@ -83,11 +83,34 @@ def test_429_pauses_everyone_and_slows_down() -> None:
     assert limiter.rate == 10.0  # recovers, never above the user's ceiling
 
 
+def test_429s_in_the_same_second_do_not_compound() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(None, clock=clock, sleep=clock.sleep)
+    limiter.throttle(None, accepted_rate=100.0)
+    limiter.throttle(None, accepted_rate=90.0)  # another in-flight request's 429
+    assert limiter.rate == pytest.approx(95.0) and limiter.throttled == 2
+    clock.now += 1.0
+    limiter.throttle(None, accepted_rate=90.0)
+    assert limiter.rate == pytest.approx(85.5)
+
+
+def test_429_without_retry_after_does_not_pause() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(None, clock=clock, sleep=clock.sleep)
+    limiter.throttle(None, accepted_rate=1000.0)
+    start = clock.now
+    limiter.acquire()
+    assert clock.now - start <= 0.002
+
+
 def test_unbounded_limiter_learns_a_rate_from_429() -> None:
     limiter = RateLimiter(None)
     assert limiter.acquire() and limiter.rate is None
-    limiter.throttle(0.0, observed_rate=40.0)
-    assert limiter.rate == pytest.approx(34.0)
+    limiter.throttle(None, accepted_rate=40.0)
+    assert limiter.rate == pytest.approx(38.0)
+    for _ in range(100):
+        limiter.succeeded()
+    assert limiter.rate == pytest.approx(39.0)  # +1% of the rate per second at that rate
 
 
 def test_acquire_returns_false_when_stopped() -> None:
