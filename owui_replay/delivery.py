@@ -109,27 +109,27 @@ class Deliverer:
         self._acks: deque[float] = deque()  # acknowledgement times within the last second
         self._first_ack: float | None = None
         self._work: Iterator[Batch] | None = None
+        self._live = 0  # workers still running
 
     # -- the run ----------------------------------------------------------------------
 
     def run(self, lines: Iterator[tuple[int, bytes]]) -> DeliveryStats:
         """Deliver every line, or stop early (stats.stop_reason says why)."""
         self._work = _batches(lines, self.options.batch_size)
-        workers = [
-            threading.Thread(target=self._worker, name=f"replay-{i}", daemon=True)
-            for i in range(self.options.concurrency)
-        ]
-        for worker in workers:
-            worker.start()
+        self._live = self.options.concurrency
+        for i in range(self.options.concurrency):
+            threading.Thread(target=self._worker, name=f"replay-{i}", daemon=True).start()
+        # Wait with sleep, not Thread.join: on Python 3.11 a join interrupted by Ctrl-C or
+        # SIGTERM can mark a running thread as finished, and the journal would then be
+        # closed under a request still in flight.
         try:
-            while any(w.is_alive() for w in workers):
-                for worker in workers:
-                    worker.join(0.1)
+            while self._live:
+                time.sleep(0.05)
                 self._progress()
         except KeyboardInterrupt:
             self._halt("interrupted", "interrupted: in-flight requests were allowed to finish")
-            for worker in workers:
-                worker.join()
+            while self._live:
+                time.sleep(0.01)
         self._progress()
         return self.stats
 
@@ -148,8 +148,14 @@ class Deliverer:
 
     def _worker(self) -> None:
         as_array = self.options.batch_size > 1
-        while (batch := self._next_batch()) is not None:
-            self._deliver(batch, as_array)
+        try:
+            while (batch := self._next_batch()) is not None:
+                self._deliver(batch, as_array)
+        except BaseException as exc:  # never die silently: stop the run and say why
+            self._halt("error", f"worker failed: {type(exc).__name__}: {exc}")
+        finally:
+            with self._lock:
+                self._live -= 1
 
     # -- one batch ----------------------------------------------------------------------
 

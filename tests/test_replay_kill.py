@@ -12,6 +12,8 @@ import signal
 import time
 from pathlib import Path
 
+import pytest
+
 from owui_replay.errors import ExitCode
 from tests.portkey_stub import portkey_stub
 from tests.replay_helpers import (
@@ -109,7 +111,10 @@ def test_sigkill_between_requests_duplicates_nothing(tmp_path: Path) -> None:
         assert duplicates == 0
 
 
-def test_sigterm_finishes_in_flight_requests_and_exits_130(tmp_path: Path) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_stop_signal_finishes_in_flight_requests_and_exits_130(
+    tmp_path: Path, signum: int
+) -> None:
     feedback = make_feedback(tmp_path, 200)
     journal = tmp_path / "feedback.journal.jsonl"
     with portkey_stub(latency=0.05) as stub:
@@ -117,13 +122,14 @@ def test_sigterm_finishes_in_flight_requests_and_exits_130(tmp_path: Path) -> No
         deadline = time.monotonic() + 20
         while acked(journal) < 10 and time.monotonic() < deadline:
             time.sleep(0.01)
-        process.send_signal(signal.SIGTERM)
+        process.send_signal(signum)
         _, stderr = process.communicate(timeout=30)
-        assert process.returncode == ExitCode.INTERRUPTED, stderr
-        assert "Traceback" not in stderr and "not acknowledged yet" in stderr
         events = journal_events(journal)
-        assert events[-1] == {"t": "end", "reason": "interrupted"}
-        assert not in_flight(journal)  # every request that left was answered and recorded
+        context = f"stderr: {stderr!r}; journal tail: {events[-6:]}"
+        assert process.returncode == ExitCode.INTERRUPTED, context
+        assert "Traceback" not in stderr and "not acknowledged yet" in stderr, context
+        assert events[-1] == {"t": "end", "reason": "interrupted"}, context
+        assert not in_flight(journal), context  # every request that left was answered
         code, stderr = finish(feedback, stub.url, "--concurrency", "4")
         assert code == ExitCode.OK and uncertain_resent(stderr) == 0
         counts = stub.state.feedback_counts()
