@@ -388,6 +388,18 @@ def _add_replay(commands: Any) -> None:
         help="payloads to print with --dry-run (default 3)",
     )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no summary")
+    ledger = p.add_mutually_exclusive_group()
+    ledger.add_argument(
+        "--ledger",
+        metavar="PATH",
+        help="SQLite ledger of what Portkey already has, across runs and exports (default "
+        "$XDG_STATE_HOME/owui-replay/ledger.sqlite3)",
+    )
+    ledger.add_argument(
+        "--no-ledger",
+        action="store_true",
+        help="post every line, ignoring and not updating the ledger",
+    )
     p.set_defaults(handler=run_replay)
 
 
@@ -395,6 +407,7 @@ def run_replay(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> Ex
     from pathlib import Path
 
     from owui_replay.delivery import DeliveryOptions
+    from owui_replay.ledger import default_ledger_path
     from owui_replay.replay import ReplaySettings, dry_run, replay
     from owui_replay.secrets import load_secret
     from owui_replay.urls import checked_base_url
@@ -417,6 +430,7 @@ def run_replay(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> Ex
         restart=args.restart,
         start_offset=args.start_offset,
         uncertain=args.uncertain,
+        ledger=None if args.no_ledger else Path(args.ledger or default_ledger_path()),
     )
     feedback = Path(args.feedback)
     if args.dry_run:

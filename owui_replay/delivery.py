@@ -94,6 +94,8 @@ class Deliverer:
         options: DeliveryOptions,
         *,
         on_progress: Callable[[DeliveryStats], None] | None = None,
+        on_ack: Callable[[int, str | None], None] | None = None,
+        put_ids: dict[int, str] | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self.client = client
@@ -104,6 +106,8 @@ class Deliverer:
         self.stop = threading.Event()
         self.limiter = RateLimiter(options.rate, burst=1)
         self._on_progress = on_progress
+        self._on_ack = on_ack
+        self._put_ids = put_ids or {}  # line -> Portkey feedback id to update instead of POST
         self._rng = rng or random.Random()
         self._lock = threading.Lock()
         self._acks: deque[float] = deque()  # acknowledgement times within the last second
@@ -115,7 +119,7 @@ class Deliverer:
 
     def run(self, lines: Iterator[tuple[int, bytes]]) -> DeliveryStats:
         """Deliver every line, or stop early (stats.stop_reason says why)."""
-        self._work = _batches(lines, self.options.batch_size)
+        self._work = _batches(lines, self.options.batch_size, self._put_ids)
         self._live = self.options.concurrency
         for i in range(self.options.concurrency):
             threading.Thread(target=self._worker, name=f"replay-{i}", daemon=True).start()
@@ -163,13 +167,22 @@ class Deliverer:
         """Send one request (an object, or Portkey's array form) until it has an outcome."""
         lines = [number for number, _ in batch]
         raws = [raw for _, raw in batch]
-        body = b"[" + b",".join(raws) + b"]" if as_array else raws[0]
+        put_id = self._put_ids.get(lines[0]) if len(batch) == 1 else None
+        if put_id is not None:  # a changed rating: update what Portkey has (idempotent)
+            body = _without_trace_id(raws[0])
+        else:
+            body = b"[" + b",".join(raws) + b"]" if as_array else raws[0]
         attempt = 0
         while True:
             if not self.limiter.acquire(self.stop):
                 return  # stopped before sending: nothing in flight
             self.journal.send(lines)
-            reply = self.client.post(body, len(lines))
+            if put_id is not None:
+                reply = self.client.put(put_id, body)
+                if reply.status is not None and 200 <= reply.status < 300:
+                    reply.feedback_ids = [put_id]
+            else:
+                reply = self.client.post(body, len(lines))
             verdict = classify(reply.status) if reply.status is not None else Verdict.RETRY
             if verdict is Verdict.OK:
                 self._acknowledge(lines, reply)
@@ -211,7 +224,11 @@ class Deliverer:
                 return  # interrupted while backing off: the journal already says retry
 
     def _acknowledge(self, lines: list[int], reply: Reply) -> None:
-        self.journal.ack(lines, reply.feedback_ids or [])
+        ids = reply.feedback_ids or []
+        self.journal.ack(lines, ids)
+        if self._on_ack is not None:
+            for i, line in enumerate(lines):
+                self._on_ack(line, ids[i] if i < len(ids) else None)
         now = time.monotonic()
         with self._lock:
             self.stats.acked += len(lines)
@@ -253,9 +270,25 @@ class Deliverer:
             self._on_progress(self.stats)
 
 
-def _batches(lines: Iterator[tuple[int, bytes]], size: int) -> Iterator[Batch]:
+def _without_trace_id(raw: bytes) -> bytes:
+    """PUT /feedback/{id} takes value, weight and metadata; the trace stays as posted."""
+    payload = json.loads(raw)
+    payload.pop("trace_id", None)
+    return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def _batches(
+    lines: Iterator[tuple[int, bytes]], size: int, singles: dict[int, str]
+) -> Iterator[Batch]:
+    """Consecutive POST lines in groups of `size`; lines in `singles` (PUTs) alone."""
     batch: Batch = []
     for item in lines:
+        if item[0] in singles:
+            if batch:
+                yield batch
+                batch = []
+            yield [item]
+            continue
         batch.append(item)
         if len(batch) >= size:
             yield batch

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -90,7 +91,7 @@ class PortkeyClient:
         return self._send("POST", self.url, body, expected_ids)
 
     def put(self, feedback_id: str, body: bytes) -> Reply:
-        return self._send("PUT", f"{self.url}/{feedback_id}", body, 0)
+        return self._send("PUT", f"{self.url}/{quote(feedback_id, safe='')}", body, 0)
 
     def _send(self, method: str, url: str, body: bytes, expected_ids: int) -> Reply:
         try:

@@ -14,9 +14,78 @@ from owui_replay.errors import ExitCode, UsageError
 from owui_replay.feedback_file import FeedbackFile, check_manifest, iter_lines, scan_feedback
 from owui_replay.handoff import HandoffPaths
 from owui_replay.journal import Journal, JournalState, read_journal
+from owui_replay.ledger import Ledger
 from owui_replay.portkey_client import PortkeyClient
 from owui_replay.progress import is_terminal
 from owui_replay.secrets import Secret
+
+
+@dataclass(frozen=True)
+class Identity:
+    """What the ledger needs of a line: whose rating, which version, what value."""
+
+    feedback_id: str
+    updated_at: int
+    value: int
+    trace_id: str
+
+
+def line_identity(raw: bytes) -> Identity | None:
+    payload = json.loads(raw)
+    metadata = payload.get("metadata") or {}
+    feedback_id, updated_at = metadata.get("feedback_id"), metadata.get("updated_at")
+    if not feedback_id or not str(updated_at or "").isdigit():
+        return None  # not from convert (or trimmed with --drop-metadata): no ledger logic
+    return Identity(feedback_id, int(updated_at), payload["value"], payload["trace_id"])
+
+
+@dataclass
+class LedgerPlan:
+    """The ledger's say on the lines a run would send."""
+
+    put_ids: dict[int, str] = field(default_factory=dict)
+    identities: dict[int, Identity] = field(default_factory=dict)
+    unchanged: int = 0
+    stale: int = 0
+    reconciled: int = 0
+
+
+def apply_ledger(feedback: Path, plan: Plan, state: JournalState, ledger: Ledger) -> LedgerPlan:
+    """Rebuild the ledger from this file's journal acks, then drop lines Portkey already has
+    and turn changed ratings into updates. One pass over the file."""
+    result = LedgerPlan()
+    sending = set(plan.send)
+    wanted = sending | set(state.acked)
+    keep: list[int] = []
+    for number, raw in iter_lines(feedback, wanted):
+        identity = line_identity(raw)
+        if identity is None:
+            if number in sending:
+                keep.append(number)
+            continue
+        portkey_id = state.acked.get(number)
+        if number in state.acked and portkey_id:
+            ledger.record(identity.feedback_id, portkey_id, identity.updated_at,
+                          identity.value, identity.trace_id)  # fmt: skip
+            result.reconciled += 1
+        if number not in sending:
+            continue
+        known = ledger.lookup(identity.feedback_id)
+        if known is None:
+            keep.append(number)
+        elif known.updated_at < identity.updated_at:
+            result.put_ids[number] = known.portkey_id
+            keep.append(number)
+        elif known.updated_at == identity.updated_at:
+            result.unchanged += 1
+            continue
+        else:
+            result.stale += 1
+            continue
+        result.identities[number] = identity
+    plan.send = keep
+    plan.uncertain &= set(keep)
+    return result
 
 
 @dataclass(frozen=True)
@@ -29,6 +98,7 @@ class ReplaySettings:
     restart: bool = False
     start_offset: int = 0
     uncertain: str = "resend"  # or "skip"
+    ledger: Path | None = None  # None: no ledger
 
 
 @dataclass
@@ -82,6 +152,7 @@ class ReplayResult:
     plan: Plan
     stats: DeliveryStats | None
     paths: HandoffPaths
+    ledger: LedgerPlan | None = None
 
     @property
     def exit_code(self) -> ExitCode:
@@ -107,6 +178,11 @@ class ReplayResult:
             parts.append(f"{plan.already_acked} acknowledged earlier")
         if plan.below_offset:
             parts.append(f"{plan.below_offset} before --start-offset")
+        if self.ledger is not None:
+            parts.append(f"updates (PUT): {len(self.ledger.put_ids)}")
+            parts.append(f"unchanged since an earlier export: {self.ledger.unchanged}")
+            if self.ledger.stale:
+                parts.append(f"older than what Portkey has: {self.ledger.stale}")
         failed = plan.previously_failed + (stats.failed if stats else 0)
         if failed:
             parts.append(f"{failed} refused (see {self.paths.failed.name})")
@@ -157,6 +233,8 @@ def replay(
 ) -> ReplayResult:
     scanned, paths, state = prepare(feedback, settings, dry_run=False)
     plan = make_plan(scanned.lines, state, settings.start_offset, settings.uncertain)
+    ledger = Ledger(settings.ledger, settings.base_url) if settings.ledger else None
+    ledger_plan = apply_ledger(feedback, plan, state, ledger) if ledger else None
     if state.runs:
         stderr.write(f"owui-replay: {plan.resume_note(paths)}\n")
         stderr.flush()
@@ -173,8 +251,21 @@ def replay(
     )
     failed = FailedFile(paths.failed)
     bar = _bar(plan, stderr, progress)
+
+    def remember(line: int, portkey_id: str | None) -> None:
+        identity = ledger_plan.identities.get(line) if ledger_plan else None
+        if ledger is not None and identity is not None and portkey_id:
+            ledger.record(identity.feedback_id, portkey_id, identity.updated_at,
+                          identity.value, identity.trace_id)  # fmt: skip
+
     deliverer = Deliverer(
-        client, journal, failed, settings.delivery, on_progress=lambda s: _update(bar, plan, s)
+        client,
+        journal,
+        failed,
+        settings.delivery,
+        on_progress=lambda s: _update(bar, plan, s),
+        on_ack=remember,
+        put_ids=ledger_plan.put_ids if ledger_plan else None,
     )
     stats: DeliveryStats | None = None
     try:
@@ -185,7 +276,9 @@ def replay(
         journal.end((stats.stop_reason if stats else None) or "complete")
         journal.close()
         client.close()
-    return ReplayResult(plan, stats, paths)
+        if ledger is not None:
+            ledger.close()
+    return ReplayResult(plan, stats, paths, ledger_plan)
 
 
 def dry_run(
@@ -193,9 +286,16 @@ def dry_run(
 ) -> ReplayResult:
     scanned, paths, state = prepare(feedback, settings, dry_run=True)
     plan = make_plan(scanned.lines, state, settings.start_offset, settings.uncertain)
+    ledger_plan = None
+    if settings.ledger is not None and settings.ledger.exists():
+        ledger = Ledger(settings.ledger, settings.base_url)
+        try:
+            ledger_plan = apply_ledger(feedback, plan, state, ledger)
+        finally:
+            ledger.close()
     for _number, raw in iter_lines(feedback, set(plan.send[:samples])):
         stdout.write(json.dumps(json.loads(raw), ensure_ascii=False, indent=2) + "\n")
-    return ReplayResult(plan, None, paths)
+    return ReplayResult(plan, None, paths, ledger_plan)
 
 
 def _journal_options(settings: ReplaySettings) -> dict[str, Any]:

@@ -43,3 +43,11 @@ def load_fixture(path: Path) -> Any:
 @pytest.fixture
 def real_records() -> list[dict[str, Any]]:
     return load_fixture(REAL_EXPORT)
+
+
+@pytest.fixture(autouse=True)
+def private_state_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
+    """The default ledger lives under $XDG_STATE_HOME: never the real one in tests."""
+    state = tmp_path_factory.mktemp("state")
+    monkeypatch.setenv("XDG_STATE_HOME", str(state))
+    return state
