@@ -101,8 +101,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     commands.required = True
+    _add_download(commands)
     _add_convert(commands)
+    _add_verify(commands)
     _add_replay(commands)
+    _add_inspect(commands)
     return parser
 
 
@@ -454,6 +457,165 @@ def run_replay(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> Ex
     if not args.quiet or result.exit_code != ExitCode.OK:
         stderr.write(f"{PROG}: replay: {result.summary()}\n")
     return result.exit_code
+
+
+DOWNLOAD_EPILOG = """\
+example:
+  export OPENWEBUI_BASE_URL=https://openwebui.example.com OPENWEBUI_TOKEN=...
+  owui-replay download -o feedback-export.json
+  owui-replay download -o my-feedback.json --user-scope
+
+Writes OUT and OUT.sha256 (sha256sum format); nothing under OUT until the download is
+complete and parses as a JSON array.
+"""
+
+
+def _add_download(commands: Any) -> None:
+    p = commands.add_parser(
+        "download",
+        help="download the feedback export from Open WebUI",
+        description="Stream GET /api/v1/evaluations/feedbacks/all/export (admin) to disk, or "
+        "with --user-scope follow every page of /api/v1/evaluations/feedbacks/user.",
+        epilog=DOWNLOAD_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("-o", "--output", required=True, metavar="OUT.json", help="where to write")
+    p.add_argument(
+        "--base-url", metavar="URL", help="Open WebUI address (default $OPENWEBUI_BASE_URL)"
+    )
+    p.add_argument(
+        "--token-file", metavar="FILE", help="read the token from FILE instead of $OPENWEBUI_TOKEN"
+    )
+    p.add_argument(
+        "--user-scope",
+        action="store_true",
+        help="only the token owner's ratings, from the paged user endpoint (no snapshots)",
+    )
+    p.add_argument(
+        "--allow-insecure-http",
+        action="store_true",
+        help="allow plain http:// to a host other than this machine",
+    )
+    p.add_argument("--ca-bundle", metavar="PATH", help="CA bundle for TLS verification")
+    p.add_argument(
+        "--timeout",
+        type=_positive_float,
+        default=300.0,
+        metavar="S",
+        help="seconds without data before giving up (default 300)",
+    )
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no summary")
+    p.set_defaults(handler=run_download)
+
+
+def run_download(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> ExitCode:
+    from pathlib import Path
+
+    from owui_replay.download import OpenWebUI, download
+    from owui_replay.secrets import load_secret
+    from owui_replay.urls import checked_base_url
+
+    base = args.base_url or os.environ.get("OPENWEBUI_BASE_URL")
+    if not base:
+        raise UsageError("OPENWEBUI_BASE_URL is not set (export it, or pass --base-url)")
+    base = checked_base_url(
+        base, allow_insecure_http=args.allow_insecure_http, name="Open WebUI URL"
+    )
+    token = load_secret("OPENWEBUI_TOKEN", args.token_file, "--token-file")
+    client = OpenWebUI(base, token, timeout=args.timeout, verify=args.ca_bundle or True)
+    try:
+        result = download(
+            client,
+            Path(args.output),
+            user_scope=args.user_scope,
+            stderr=stderr,
+            progress=False if args.quiet else None,
+        )
+    finally:
+        client.close()
+    stdout.write(f"{result.sha256}  {result.path.name}\n")
+    if not args.quiet:
+        stderr.write(
+            f"{PROG}: downloaded {result.records} records, {result.bytes} bytes -> {result.path} "
+            f"(sha256 in {result.path.name}.sha256; auth: {result.auth})\n"
+        )
+    return ExitCode.OK
+
+
+VERIFY_EPILOG = """\
+example:
+  owui-replay verify feedback.jsonl
+  owui-replay verify feedback.jsonl --export feedback-export.json
+"""
+
+
+def _add_verify(commands: Any) -> None:
+    p = commands.add_parser(
+        "verify",
+        help="check a converted JSONL handoff against its manifest",
+        description="Check FEEDBACK.jsonl and FEEDBACK.rejects.jsonl against "
+        "FEEDBACK.manifest.json (hashes, line counts, counts by outcome) and every line against "
+        "the Portkey payload schema; print a short report. Exit 6 on any mismatch.",
+        epilog=VERIFY_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("feedback", metavar="FEEDBACK.jsonl")
+    p.add_argument(
+        "--export", metavar="EXPORT", help="also check the export's sha256 against the manifest"
+    )
+    p.set_defaults(handler=run_verify)
+
+
+def run_verify(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> ExitCode:
+    from pathlib import Path
+
+    from owui_replay.verify import verify
+
+    feedback = Path(args.feedback)
+    if not feedback.exists():
+        raise InputError(f"{feedback}: no such file")
+    report = verify(feedback, Path(args.export) if args.export else None)
+    stdout.write(report.render())
+    return ExitCode.OK if report.ok else ExitCode.MISMATCH
+
+
+INSPECT_EPILOG = """\
+example:
+  owui-replay inspect feedback-export.json
+  owui-replay inspect feedback-export.json --json > stats.json
+"""
+
+
+def _add_inspect(commands: Any) -> None:
+    p = commands.add_parser(
+        "inspect",
+        help="count what an export holds, without writing anything",
+        description="Stream an export and count records by rating, type, model, reason, user "
+        "and day, with the date range and the number of invalid records.",
+        epilog=INSPECT_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("export", metavar="EXPORT", help="export file, '.gz' or '-' for stdin")
+    p.add_argument("--json", action="store_true", help="print all counts as JSON")
+    p.add_argument(
+        "--top",
+        type=_int_range(1, 10_000),
+        default=10,
+        metavar="N",
+        help="rows per table (default 10)",
+    )
+    p.set_defaults(handler=run_inspect)
+
+
+def run_inspect(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> ExitCode:
+    from owui_replay.inspect_export import inspect_export
+
+    stats = inspect_export(args.export)
+    if args.json:
+        stdout.write(json.dumps(stats.as_dict(), indent=2, ensure_ascii=False) + "\n")
+    else:
+        stdout.write(stats.render(args.top))
+    return ExitCode.OK
 
 
 def main(

@@ -49,7 +49,7 @@ def test_every_option_is_documented(command: str) -> None:
 @pytest.mark.parametrize("command", sorted(subcommands()))
 def test_every_help_has_an_example(command: str) -> None:
     result = run_cli(command, "--help")
-    assert result.code == 0 and f"owui-replay {command} " in result.stdout.split("example")[1]
+    assert result.code == 0 and f"owui-replay {command} " in result.stdout.split("example:\n")[1]
 
 
 def test_exit_codes_are_documented() -> None:

@@ -1,0 +1,193 @@
+"""Fetch a feedback export from Open WebUI to disk: streamed, hashed, atomic.
+
+Admin scope: GET /api/v1/evaluations/feedbacks/all/export (a JSON array, no paging, possibly
+gigabytes) is written to disk as it arrives. User scope: GET /api/v1/evaluations/feedbacks/user
+returns {"items": [...], "total": N} pages of 30 on current servers (a plain list on older
+ones); every page is followed and the items written as one JSON array.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import requests
+
+from owui_replay import __version__
+from owui_replay.atomic import fsync_dir
+from owui_replay.errors import ExitCode, InputError, ReplayError
+from owui_replay.export_reader import open_export
+from owui_replay.progress import byte_bar
+from owui_replay.secrets import Secret
+
+EXPORT_PATH = "/api/v1/evaluations/feedbacks/all/export"
+USER_PATH = "/api/v1/evaluations/feedbacks/user"
+CHUNK = 1 << 20
+MAX_PAGES = 100_000
+
+
+@dataclass
+class Downloaded:
+    path: Path
+    sha256: str
+    bytes: int
+    records: int
+    auth: str  # "bearer" or "cookie"
+
+
+class OpenWebUI:
+    """A session that authenticates as Open WebUI's own frontend and API clients do."""
+
+    def __init__(self, base_url: str, token: Secret, *, timeout: float, verify: bool | str) -> None:
+        self.base = base_url
+        self.token = token
+        self.timeout = (10.0, timeout)
+        self.session = requests.Session()
+        self.session.verify = verify
+        self.session.headers["User-Agent"] = f"owui-replay/{__version__}"
+        self.auth = "bearer"
+
+    def get(self, path: str, **params: Any) -> requests.Response:
+        """GET with `Authorization: Bearer`, then `Cookie: token=` on 401, as the cookbook does."""
+        url = self.base + path
+        response = self._get(url, params, {"Authorization": f"Bearer {self.token.reveal()}"})
+        if response.status_code == 401:
+            response.close()
+            cookie = {"Cookie": f"token={self.token.reveal()}"}
+            retry = self._get(url, params, cookie)
+            if retry.status_code != 401:
+                self.auth = "cookie"
+            response = retry
+        if response.status_code in (401, 403):
+            response.close()
+            raise ReplayError(self._refusal(path, response.status_code), ExitCode.AUTH)
+        if response.status_code != 200:
+            text = self.token.redact(response.text[:200])
+            response.close()
+            raise ReplayError(f"{url}: HTTP {response.status_code}: {text}")
+        return response
+
+    def _get(self, url: str, params: dict[str, Any], headers: dict[str, str]) -> requests.Response:
+        try:
+            return self.session.get(
+                url, params=params, headers=headers, stream=True, timeout=self.timeout
+            )
+        except requests.exceptions.RequestException as exc:
+            raise ReplayError(f"{url}: {self.token.redact(str(exc))}") from None
+
+    def _refusal(self, path: str, status: int) -> str:
+        if path == EXPORT_PATH:
+            return (
+                f"Open WebUI refused the token for the admin export (HTTP {status}): it needs an "
+                "admin account's token or API key (non-admins get 401 there); use --user-scope "
+                "to download your own ratings"
+            )
+        return (
+            f"Open WebUI refused the token (HTTP {status}): check OPENWEBUI_TOKEN; the user "
+            "endpoint needs a signed-in user's token or API key"
+        )
+
+    def close(self) -> None:
+        self.session.close()
+
+
+def download(
+    client: OpenWebUI,
+    output: Path,
+    *,
+    user_scope: bool,
+    stderr: IO[str],
+    progress: bool | None,
+) -> Downloaded:
+    partial = output.with_name(output.name + ".partial")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256()
+    size = 0
+    try:
+        with open(partial, "wb") as handle:
+            chunks = _user_pages(client) if user_scope else _admin_export(client, stderr, progress)
+            for chunk in chunks:
+                handle.write(chunk)
+                digest.update(chunk)
+                size += len(chunk)
+            handle.flush()
+            os.fsync(handle.fileno())
+        records = _count_records(partial, output)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    os.replace(partial, output)
+    fsync_dir(output.parent)
+    sidecar = output.with_name(output.name + ".sha256")
+    sidecar.write_text(f"{digest.hexdigest()}  {output.name}\n", "utf-8")
+    return Downloaded(output, digest.hexdigest(), size, records, client.auth)
+
+
+def _admin_export(client: OpenWebUI, stderr: IO[str], progress: bool | None) -> Iterator[bytes]:
+    with client.get(EXPORT_PATH) as response:
+        length = response.headers.get("Content-Length")
+        total = int(length) if length and length.isdigit() else None
+        with byte_bar(total, "download", stderr=stderr, enabled=progress) as bar:
+            for chunk in response.iter_content(CHUNK):
+                bar.update(len(chunk))
+                yield chunk
+
+
+def _user_pages(client: OpenWebUI) -> Iterator[bytes]:
+    """Follow {"items", "total"} pages (or take an old server's plain list) into one array."""
+    yield b"["
+    seen: set[str] = set()
+    first = True
+    for page in range(1, MAX_PAGES):
+        with client.get(USER_PATH, page=page) as response:
+            body = _json(response, USER_PATH)
+        items = (
+            body
+            if isinstance(body, list)
+            else body.get("items")
+            if isinstance(body, dict)
+            else None
+        )
+        if not isinstance(items, list):
+            raise InputError(f"{USER_PATH}: unexpected response shape (no items list)")
+        fresh = [i for i in items if not (isinstance(i, dict) and i.get("id") in seen)]
+        for item in fresh:
+            if isinstance(item, dict) and item.get("id"):
+                seen.add(item["id"])
+            yield (b"" if first else b",\n") + json.dumps(item, ensure_ascii=False).encode()
+            first = False
+        total = body.get("total") if isinstance(body, dict) else None
+        if isinstance(body, list) or not items or (isinstance(total, int) and len(seen) >= total):
+            break
+    yield b"]\n"
+
+
+def _json(response: requests.Response, path: str) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        raise InputError(
+            f"{path}: the server did not answer JSON (is OPENWEBUI_BASE_URL the Open WebUI "
+            "address, not a login page or proxy?)"
+        ) from None
+
+
+def _count_records(partial: Path, output: Path) -> int:
+    """Stream the file once through the parser: it must be a complete JSON array."""
+    try:
+        stream = open_export(str(partial))
+    except InputError as exc:
+        raise InputError(f"the download of {output.name} is not an export: {exc}") from None
+    try:
+        if stream.shape != "array":
+            raise InputError(f"the download of {output.name} is a JSON object, not an array")
+        return sum(1 for _ in stream.records())
+    except InputError as exc:
+        raise InputError(f"the download of {output.name} is incomplete or damaged: {exc}") from None
+    finally:
+        stream.close()

@@ -1,0 +1,158 @@
+"""download against an Open WebUI stand-in serving the real 0.12.4 shapes."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from owui_replay.errors import ExitCode
+from tests.conftest import FIXTURES, REAL_EXPORT, Run, run_cli
+from tests.openwebui_stub import ADMIN_API_KEY, ADMIN_TOKEN, USER_ID, USER_TOKEN, openwebui_stub
+
+PAGE1 = FIXTURES / "openwebui-0.12.4" / "user-page1.json"
+
+
+def run_download(url: str, token: str, *args: str) -> Run:
+    saved = {k: os.environ.get(k) for k in ("OPENWEBUI_BASE_URL", "OPENWEBUI_TOKEN")}
+    os.environ.update(OPENWEBUI_BASE_URL=url, OPENWEBUI_TOKEN=token)
+    try:
+        return run_cli("download", *args)
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def user_items(count: int) -> list[dict[str, Any]]:
+    """COUNT ratings of the page-1 user, shaped like the real user endpoint's items."""
+    template = json.loads(PAGE1.read_text())["items"][1]
+    items = []
+    for i in range(count):
+        item = copy.deepcopy(template)
+        item["id"] = f"00000000-0000-4000-8000-{i:012d}"
+        item["meta"]["message_id"] = f"msg-{i}"
+        items.append(item)
+    return items
+
+
+@pytest.mark.parametrize("token", [ADMIN_TOKEN, ADMIN_API_KEY], ids=["jwt", "sk-api-key"])
+def test_admin_export_is_streamed_to_disk_with_its_hash(tmp_path: Path, token: str) -> None:
+    out = tmp_path / "export.json"
+    with openwebui_stub(export_file=REAL_EXPORT) as server:
+        result = run_download(server.url, token, "-o", str(out))
+        assert server.state.log == [("/api/v1/evaluations/feedbacks/all/export", "bearer")]
+    assert result.code == 0, result.stderr
+    assert out.read_bytes() == REAL_EXPORT.read_bytes()
+    digest = hashlib.sha256(REAL_EXPORT.read_bytes()).hexdigest()
+    assert (tmp_path / "export.json.sha256").read_text() == f"{digest}  export.json\n"
+    assert result.stdout == f"{digest}  export.json\n"
+    assert "downloaded 9 records" in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export.json", "export.json.sha256"]
+
+
+def test_cookie_fallback_on_401(tmp_path: Path) -> None:
+    with openwebui_stub(export_file=REAL_EXPORT, bearer_enabled=False) as server:
+        result = run_download(server.url, ADMIN_TOKEN, "-o", str(tmp_path / "e.json"))
+        assert [kind for _, kind in server.state.log] == ["none", "cookie"]
+    assert result.code == 0 and "auth: cookie" in result.stderr
+
+
+def test_non_admin_on_the_export_is_told_what_is_missing(tmp_path: Path) -> None:
+    with openwebui_stub(export_file=REAL_EXPORT) as server:
+        result = run_download(server.url, USER_TOKEN, "-o", str(tmp_path / "e.json"))
+    assert result.code == ExitCode.AUTH
+    assert "needs an admin account's token" in result.stderr and "--user-scope" in result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_user_scope_follows_every_page(tmp_path: Path) -> None:
+    out = tmp_path / "mine.json"
+    with openwebui_stub(user_items=user_items(65)) as server:
+        result = run_download(server.url, USER_TOKEN, "-o", str(out), "--user-scope")
+        pages = [path for path, _ in server.state.log]
+    assert result.code == 0, result.stderr
+    assert pages == [f"/api/v1/evaluations/feedbacks/user?page={n}" for n in (1, 2, 3)]
+    records = json.loads(out.read_text())
+    assert len(records) == 65 and len({r["id"] for r in records}) == 65
+    assert all(r["user_id"] == USER_ID for r in records)
+
+
+def test_user_scope_on_an_older_server_takes_the_plain_list(tmp_path: Path) -> None:
+    out = tmp_path / "mine.json"
+    with openwebui_stub(user_items=user_items(40), legacy_user_list=True) as server:
+        result = run_download(server.url, USER_TOKEN, "-o", str(out), "--user-scope")
+        assert len(server.state.log) == 1
+    assert result.code == 0 and len(json.loads(out.read_text())) == 40
+
+
+def test_user_scope_download_converts(tmp_path: Path) -> None:
+    out = tmp_path / "mine.json"
+    with openwebui_stub(user_items=user_items(3)) as server:
+        assert run_download(server.url, USER_TOKEN, "-o", str(out), "--user-scope").code == 0
+    assert run_cli("convert", str(out), "-o", str(tmp_path / "f.jsonl"), "-q").code == 0
+    assert len((tmp_path / "f.jsonl").read_text().splitlines()) == 3
+
+
+def test_a_truncated_download_leaves_nothing_under_the_final_name(tmp_path: Path) -> None:
+    out = tmp_path / "e.json"
+    with openwebui_stub(export_file=REAL_EXPORT, truncate_to=100_000) as server:
+        result = run_download(server.url, ADMIN_TOKEN, "-o", str(out))
+    assert result.code != 0 and result.stderr.count("\n") == 1
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_login_page_instead_of_json_is_refused(tmp_path: Path) -> None:
+    with openwebui_stub(export_file=REAL_EXPORT, html_instead=True) as server:
+        result = run_download(server.url, ADMIN_TOKEN, "-o", str(tmp_path / "e.json"))
+    assert result.code == ExitCode.BAD_INPUT and "not an export" in result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_token_is_never_shown_or_written(tmp_path: Path) -> None:
+    with openwebui_stub(export_file=REAL_EXPORT) as server:
+        ok = run_download(server.url, ADMIN_TOKEN, "-o", str(tmp_path / "e.json"))
+        refused = run_download(server.url, USER_TOKEN, "-o", str(tmp_path / "x.json"))
+    unreachable = run_download("http://127.0.0.1:9", ADMIN_TOKEN, "-o", str(tmp_path / "y.json"))
+    assert unreachable.code != 0
+    for run in (ok, refused, unreachable):
+        assert ADMIN_TOKEN not in run.stdout + run.stderr
+        assert USER_TOKEN not in run.stdout + run.stderr
+    for path in tmp_path.iterdir():
+        assert ADMIN_TOKEN.encode() not in path.read_bytes()
+
+
+def test_configuration_errors(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.delenv("OPENWEBUI_BASE_URL", raising=False)
+    monkeypatch.delenv("OPENWEBUI_TOKEN", raising=False)
+    missing = run_cli("download", "-o", str(tmp_path / "e.json"))
+    assert missing.code == ExitCode.USAGE and "OPENWEBUI_BASE_URL" in missing.stderr
+    insecure = run_download("http://example.com", ADMIN_TOKEN, "-o", str(tmp_path / "e.json"))
+    assert insecure.code == ExitCode.USAGE and "--allow-insecure-http" in insecure.stderr
+    no_token = run_download("http://127.0.0.1:9", "", "-o", str(tmp_path / "e.json"))
+    assert no_token.code == ExitCode.USAGE and "OPENWEBUI_TOKEN is not set" in no_token.stderr
+
+
+def test_a_large_export_is_streamed(tmp_path: Path) -> None:
+    """A chunked body of many records is written as it comes (memory is measured in
+    benchmarks/bench_download.py)."""
+    record = json.dumps(json.loads(REAL_EXPORT.read_text())[6]).encode()
+
+    def chunks():
+        yield b"["
+        for i in range(300):
+            yield (b"," if i else b"") + record
+        yield b"]"
+
+    out = tmp_path / "big.json"
+    with openwebui_stub(export_chunks=chunks) as server:
+        result = run_download(server.url, ADMIN_TOKEN, "-o", str(out))
+    assert result.code == 0 and "downloaded 300 records" in result.stderr
+    assert out.stat().st_size == 2 + 300 * len(record) + 299
