@@ -108,6 +108,18 @@ def find_history(snapshot: Any) -> Mapping[str, Any] | None:
     return history if isinstance(history, dict) else None
 
 
+def message_in_history(history: Mapping[str, Any] | None, message_id: str | None) -> bool:
+    """Is the rated message still in the snapshot (it may be deleted or regenerated)?"""
+    if history is None or not message_id:
+        return False
+    messages = history.get("messages")
+    if isinstance(messages, dict):
+        return message_id in messages
+    if isinstance(messages, list):
+        return any(isinstance(m, dict) and m.get("id") == message_id for m in messages)
+    return False
+
+
 def thread_length(history: Mapping[str, Any] | None, message_id: str | None) -> int | None:
     """Messages from the root to message_id by parentId (Open WebUI's message_index).
 
@@ -159,7 +171,13 @@ def flatten(prefix: str, value: Any, out: dict[str, str]) -> None:
     """
     if isinstance(value, dict):
         for key, item in value.items():
-            flatten(f"{prefix}.{key}" if prefix else key, item, out)
+            name = f"{prefix}.{key}" if prefix else key
+            kind = type(item)
+            if kind is str:  # the common case, handled without a call
+                if item:
+                    out[name] = item
+            elif item is not None:
+                flatten(name, item, out)
         return
     if isinstance(value, list):
         if any(isinstance(v, (dict, list)) for v in value):
@@ -221,10 +239,10 @@ class Mapper:
         chat_id = meta.get("chat_id") or snapshot_chat_id(snapshot)
         message_id = meta.get("message_id")
         history = find_history(snapshot)
-        walked = thread_length(history, message_id)
+        found = message_in_history(history, message_id)
         message_index = meta.get("message_index")
-        if message_index is None:
-            message_index = walked
+        if message_index is None and found:
+            message_index = thread_length(history, message_id)  # walk only when needed
         fields: dict[str, Any] = {
             "chat_id": chat_id,
             "message_id": message_id,
@@ -243,7 +261,7 @@ class Mapper:
         trace_id = self.options.trace_template.format_map(
             {name: str(fields[name]) for name in self._fields}
         )
-        metadata = self.metadata(record, data, meta, snapshot, message_index, history, walked)
+        metadata = self.metadata(record, data, meta, snapshot, message_index, history, found)
         if fallback:
             metadata["trace_id_fallback"] = ",".join(fallback) + "=feedback_id"
         metadata = self.select(metadata)
@@ -265,7 +283,7 @@ class Mapper:
         snapshot: Any,
         message_index: Any,
         history: Mapping[str, Any] | None,
-        walked: int | None,
+        found: bool,
     ) -> dict[str, str]:
         """The cookbook's data ∪ meta, flat; a meta key never overwrites a different data value."""
         out: dict[str, str] = {}
@@ -295,11 +313,11 @@ class Mapper:
             if text is not None:
                 out[key] = text
         if history is not None:
-            out["rated_message_in_snapshot"] = "true" if walked is not None else "false"
+            out["rated_message_in_snapshot"] = "true" if found else "false"
         for key, value in self.options.extra_metadata:
             out[key] = value
         limit = METADATA_VALUE_LIMIT
-        if any(len(k) > limit or len(v) > limit for k, v in out.items()):
+        if max(map(len, out.values()), default=0) > limit or max(map(len, out), default=0) > limit:
             return {clip(k): clip(v) for k, v in out.items()}
         return out
 
