@@ -4,6 +4,7 @@ fast validator agrees with the reference one."""
 from __future__ import annotations
 
 import copy
+import json
 from typing import Any
 
 import jsonschema
@@ -14,6 +15,7 @@ from owui_replay.schemas import (
     OPENWEBUI_SCHEMA,
     PORTKEY_SCHEMA,
     RecordValidator,
+    inline_local_refs,
     load_schema,
     truncate_value,
 )
@@ -41,6 +43,20 @@ def test_real_and_flat_exports_are_valid(path: Any) -> None:
 def test_user_pages_without_snapshot_are_valid() -> None:
     page = load_fixture(FIXTURES / "openwebui-0.12.4" / "user-page1.json")
     assert all(VALIDATOR.is_valid(r) for r in page["items"])
+
+
+def test_inlined_reference_schema_gives_the_same_errors_as_the_original(
+    real_records: list[Any],
+) -> None:
+    original = jsonschema.Draft202012Validator(load_schema(OPENWEBUI_SCHEMA))
+    inlined = jsonschema.Draft202012Validator(inline_local_refs(load_schema(OPENWEBUI_SCHEMA)))
+    assert "$ref" not in json.dumps(inline_local_refs(load_schema(OPENWEBUI_SCHEMA)))
+
+    def errors(validator: Any, record: Any) -> list[Any]:
+        return sorted((list(e.absolute_path), e.message) for e in validator.iter_errors(record))
+
+    for record in load_fixture(EDGE_EXPORT) + real_records:
+        assert errors(inlined, record) == errors(original, record)
 
 
 def test_new_fields_anywhere_do_not_reject_a_good_rating(real_records: list[Any]) -> None:
