@@ -200,15 +200,21 @@ class ReplayResult:
         return ", ".join(parts)
 
 
-def prepare(feedback: Path, settings: ReplaySettings, *, dry_run: bool) -> tuple[
+def prepare(
+    feedback: Path, settings: ReplaySettings, *, dry_run: bool, warnings: list[str]
+) -> tuple[
     FeedbackFile, HandoffPaths, JournalState
 ]:  # fmt: skip
     """Check the file and its manifest, and read what earlier runs did."""
     if settings.start_offset < 0:
         raise UsageError("--start-offset must be 0 or more")
     scanned = scan_feedback(feedback)
-    if settings.verify_manifest:
-        check_manifest(scanned)
+    manifest = check_manifest(scanned) if settings.verify_manifest else None
+    if settings.verify_manifest and manifest is None:
+        warnings.append(
+            f"no {HandoffPaths.for_output(feedback).manifest.name} beside {feedback.name}: "
+            "sending without checking it against convert's hashes"
+        )
     paths = HandoffPaths.for_output(feedback)
     if settings.start_offset > scanned.lines:
         raise UsageError(
@@ -231,7 +237,10 @@ def replay(
     stderr: IO[str],
     progress: bool | None = None,
 ) -> ReplayResult:
-    scanned, paths, state = prepare(feedback, settings, dry_run=False)
+    warnings: list[str] = []
+    scanned, paths, state = prepare(feedback, settings, dry_run=False, warnings=warnings)
+    for warning in warnings:
+        stderr.write(f"owui-replay: warning: {warning}\n")
     plan = make_plan(scanned.lines, state, settings.start_offset, settings.uncertain)
     ledger = Ledger(settings.ledger, settings.base_url) if settings.ledger else None
     ledger_plan = apply_ledger(feedback, plan, state, ledger) if ledger else None
@@ -284,7 +293,7 @@ def replay(
 def dry_run(
     feedback: Path, settings: ReplaySettings, samples: int, stdout: IO[str]
 ) -> ReplayResult:
-    scanned, paths, state = prepare(feedback, settings, dry_run=True)
+    scanned, paths, state = prepare(feedback, settings, dry_run=True, warnings=[])
     plan = make_plan(scanned.lines, state, settings.start_offset, settings.uncertain)
     ledger_plan = None
     if settings.ledger is not None and settings.ledger.exists():
