@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import io
 import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +20,21 @@ FIXTURES = ROOT / "fixtures"
 REAL_EXPORT = FIXTURES / "openwebui-0.12.4" / "export.json"
 FLAT_EXPORT = FIXTURES / "flat" / "export.json"
 EDGE_EXPORT = FIXTURES / "edge-cases" / "export.json"
+
+
+@contextmanager
+def environment(**values: str) -> Iterator[None]:
+    """Set environment variables for a with-block; restore exactly what was there."""
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 @dataclass

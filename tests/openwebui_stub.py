@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+from tests.serving import serving
 
 ADMIN_TOKEN = "owui-admin-c2VjcmV0LWFkbWluLXRva2Vu"
 ADMIN_API_KEY = "sk-0123456789abcdef0123456789abcdef"
@@ -129,15 +130,5 @@ class OwuiServer(ThreadingHTTPServer):
         return f"http://127.0.0.1:{self.server_address[1]}"
 
 
-@contextmanager
-def openwebui_stub(**settings: Any) -> Iterator[OwuiServer]:
-    server = OwuiServer(OwuiState(**settings))
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
-    thread.daemon = True
-    thread.start()
-    try:
-        yield server
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+def openwebui_stub(**settings: Any) -> AbstractContextManager[OwuiServer]:
+    return serving(OwuiServer(OwuiState(**settings)))

@@ -13,11 +13,12 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from tests.serving import serving
 
 API_KEY = "pk-test-Zm9vYmFyLXNlY3JldC1rZXk"
 
@@ -247,15 +248,5 @@ class StubServer(ThreadingHTTPServer):
         return f"http://127.0.0.1:{self.server_address[1]}{self.base_path}"
 
 
-@contextmanager
-def portkey_stub(**settings: Any) -> Iterator[StubServer]:
-    server = StubServer(StubState(**settings))
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
-    thread.daemon = True
-    thread.start()
-    try:
-        yield server
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+def portkey_stub(**settings: Any) -> AbstractContextManager[StubServer]:
+    return serving(StubServer(StubState(**settings)))

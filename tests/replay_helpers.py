@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from owui_replay.convert import dumps_line
-from tests.conftest import ROOT, Run, run_cli
+from tests.conftest import ROOT, Run, environment, run_cli
 from tests.portkey_stub import API_KEY
 
 
@@ -31,16 +31,14 @@ def make_feedback(directory: Path, count: int, name: str = "feedback.jsonl") -> 
     return path
 
 
-def replay_in_process(feedback: Path, url: str, *args: str, key: str = API_KEY) -> Run:
-    previous = os.environ.get("PORTKEY_API_KEY")
-    os.environ["PORTKEY_API_KEY"] = key
-    try:
-        return run_cli("replay", str(feedback), "--base-url", url, "--quiet", *args)
-    finally:
-        if previous is None:
-            del os.environ["PORTKEY_API_KEY"]
-        else:
-            os.environ["PORTKEY_API_KEY"] = previous
+def replay_in_process(
+    feedback: Path, url: str, *args: str, key: str = API_KEY, quiet: bool = True
+) -> Run:
+    """owui-replay replay in this process, with PORTKEY_API_KEY set for the call only."""
+    with environment(PORTKEY_API_KEY=key):
+        return run_cli(
+            "replay", str(feedback), "--base-url", url, *(["--quiet"] if quiet else []), *args
+        )
 
 
 def replay_process(feedback: Path, url: str, *args: str) -> subprocess.Popen[str]:

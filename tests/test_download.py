@@ -5,30 +5,21 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from owui_replay.errors import ExitCode
-from tests.conftest import FIXTURES, REAL_EXPORT, Run, run_cli
+from tests.conftest import FIXTURES, REAL_EXPORT, Run, environment, run_cli
 from tests.openwebui_stub import ADMIN_API_KEY, ADMIN_TOKEN, USER_ID, USER_TOKEN, openwebui_stub
 
 PAGE1 = FIXTURES / "openwebui-0.12.4" / "user-page1.json"
 
 
 def run_download(url: str, token: str, *args: str) -> Run:
-    saved = {k: os.environ.get(k) for k in ("OPENWEBUI_BASE_URL", "OPENWEBUI_TOKEN")}
-    os.environ.update(OPENWEBUI_BASE_URL=url, OPENWEBUI_TOKEN=token)
-    try:
+    with environment(OPENWEBUI_BASE_URL=url, OPENWEBUI_TOKEN=token):
         return run_cli("download", *args)
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def user_items(count: int) -> list[dict[str, Any]]:

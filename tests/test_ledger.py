@@ -61,7 +61,7 @@ def test_unchanged_export_sends_nothing_the_second_time(tmp_path: Path) -> None:
         out1 = convert(REAL_EXPORT, tmp_path / "a" / "f.jsonl")
         out2 = convert(REAL_EXPORT, tmp_path / "b" / "f.jsonl")  # a fresh handoff, no journal
         assert replay_in_process(out1, stub.url, "--ledger", str(ledger)).code == 0
-        again = run_summary(out2, stub.url, "--ledger", str(ledger))
+        again = replay_in_process(out2, stub.url, "--ledger", str(ledger), quiet=False)
         assert again.code == 0 and stub.state.requests == 8
     assert "unchanged since an earlier export: 8" in again.stderr
 
@@ -76,7 +76,7 @@ def test_an_older_export_does_not_undo_a_newer_rating(tmp_path: Path) -> None:
         out_new = convert(export_file(tmp_path / "new.json", newer), tmp_path / "n" / "f.jsonl")
         out_old = convert(export_file(tmp_path / "old.json", records), tmp_path / "o" / "f.jsonl")
         assert replay_in_process(out_new, stub.url, "--ledger", str(ledger)).code == 0
-        stale = run_summary(out_old, stub.url, "--ledger", str(ledger))
+        stale = replay_in_process(out_old, stub.url, "--ledger", str(ledger), quiet=False)
         assert stale.code == 0 and stub.state.requests == 2 and not stub.state.updates
     assert "older than what Portkey has: 1" in stale.stderr
 
@@ -123,15 +123,3 @@ def test_ledgers_are_per_endpoint(tmp_path: Path) -> None:
         fresh = convert(REAL_EXPORT, tmp_path / "b" / "f.jsonl")
         assert replay_in_process(fresh, second.url, "--ledger", str(ledger)).code == 0
         assert len(second.state.stored) == 8
-
-
-def run_summary(feedback: Path, url: str, *args: str):
-    import os
-
-    from tests.portkey_stub import API_KEY
-
-    os.environ["PORTKEY_API_KEY"] = API_KEY
-    try:
-        return run_cli("replay", str(feedback), "--base-url", url, *args)
-    finally:
-        del os.environ["PORTKEY_API_KEY"]

@@ -89,7 +89,7 @@ def test_retryable_statuses_are_retried_without_duplicates(tmp_path: Path, fault
 def test_a_dropped_connection_before_storing_is_retried(tmp_path: Path) -> None:
     feedback = make_feedback(tmp_path, 5)
     with portkey_stub(faults=[Fault("drop-before")]) as stub:
-        result = run_and_summarise(feedback, stub.url, "--concurrency", "1")
+        result = replay_in_process(feedback, stub.url, "--concurrency", "1", quiet=False)
         assert result.code == ExitCode.OK, result.stderr
         assert_each_stored_once(stub, 5)
     assert "possible duplicates from retries: 1" in result.stderr  # it could not know
@@ -98,7 +98,7 @@ def test_a_dropped_connection_before_storing_is_retried(tmp_path: Path) -> None:
 def test_a_dropped_connection_after_storing_is_a_reported_duplicate(tmp_path: Path) -> None:
     feedback = make_feedback(tmp_path, 5)
     with portkey_stub(faults=[Fault("drop-after")]) as stub:
-        result = run_and_summarise(feedback, stub.url, "--concurrency", "1")
+        result = replay_in_process(feedback, stub.url, "--concurrency", "1", quiet=False)
         assert result.code == ExitCode.OK, result.stderr
         counts = stub.state.feedback_counts()
     assert counts["fb-0000"] == 2 and sum(counts.values()) == 6
@@ -108,7 +108,9 @@ def test_a_dropped_connection_after_storing_is_a_reported_duplicate(tmp_path: Pa
 def test_a_read_timeout_is_retried_and_reported(tmp_path: Path) -> None:
     feedback = make_feedback(tmp_path, 3)
     with portkey_stub(faults=[Fault("slow", seconds=1.5)]) as stub:
-        result = run_and_summarise(feedback, stub.url, "--concurrency", "1", "--timeout", "0.3")
+        result = replay_in_process(
+            feedback, stub.url, "--concurrency", "1", "--timeout", "0.3", quiet=False
+        )
         assert result.code == ExitCode.OK, result.stderr
         counts = stub.state.feedback_counts()
     assert counts["fb-0000"] == 2 and "possible duplicates from retries: 1" in result.stderr
@@ -187,7 +189,7 @@ def test_resume_skips_acknowledged_lines(tmp_path: Path) -> None:
     feedback = make_feedback(tmp_path, 10)
     with portkey_stub() as stub:
         assert replay_in_process(feedback, stub.url).code == 0
-        again = run_and_summarise(feedback, stub.url, "--resume")
+        again = replay_in_process(feedback, stub.url, "--resume", quiet=False)
         assert again.code == 0 and stub.state.requests == 10
     assert "0 acknowledged now, 10 acknowledged earlier" in again.stderr
 
@@ -223,10 +225,10 @@ def test_uncertain_lines_are_resent_or_skipped_as_asked(tmp_path: Path) -> None:
         assert replay_in_process(feedback, stub.url, "--start-offset", "3").code == 0
         with open(tmp_path / "feedback.journal.jsonl", "a") as journal:
             journal.write('{"t":"send","lines":[1]}\n')  # a run died with line 1 in flight
-        skipped = run_and_summarise(feedback, stub.url, "--uncertain", "skip")
+        skipped = replay_in_process(feedback, stub.url, "--uncertain", "skip", quiet=False)
         assert skipped.code == ExitCode.DELIVERY_FAILED and "uncertain skipped: 1" in skipped.stderr
         assert sorted(stub.state.feedback_counts()) == ["fb-0000", "fb-0002"]
-        resent = run_and_summarise(feedback, stub.url)
+        resent = replay_in_process(feedback, stub.url, quiet=False)
         assert resent.code == 0 and "uncertain resent: 1" in resent.stderr
         assert_each_stored_once(stub, 3)
 
@@ -301,14 +303,3 @@ def test_base_url_from_the_environment(tmp_path: Path, monkeypatch) -> None:
         monkeypatch.setenv("PORTKEY_API_KEY", API_KEY)
         assert run_cli("replay", str(feedback), "-q").code == 0
         assert len(stub.state.stored) == 2
-
-
-def run_and_summarise(feedback: Path, url: str, *args: str):
-    """Like replay_in_process, but keeps the summary line (no --quiet)."""
-    import os
-
-    os.environ["PORTKEY_API_KEY"] = API_KEY
-    try:
-        return run_cli("replay", str(feedback), "--base-url", url, *args)
-    finally:
-        del os.environ["PORTKEY_API_KEY"]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import os
 from pathlib import Path
 
 import pytest
@@ -11,21 +10,15 @@ import pytest
 from owui_replay.cli import main
 from owui_replay.errors import ExitCode
 from owui_replay.secrets import Secret
+from tests.conftest import environment
 from tests.portkey_stub import API_KEY, Fault, portkey_stub
 from tests.replay_helpers import make_feedback
 
 
 def run_with_key(argv: list[str], key: str) -> tuple[int, str]:
     out, err = io.StringIO(), io.StringIO()
-    previous = os.environ.get("PORTKEY_API_KEY")
-    os.environ["PORTKEY_API_KEY"] = key
-    try:
+    with environment(PORTKEY_API_KEY=key):
         code = main(argv, stdout=out, stderr=err)
-    finally:
-        if previous is None:
-            del os.environ["PORTKEY_API_KEY"]
-        else:
-            os.environ["PORTKEY_API_KEY"] = previous
     return code, out.getvalue() + err.getvalue()
 
 
