@@ -286,13 +286,14 @@ class _Prefixed:
         self._rest = rest
 
     def read(self, size: int = -1) -> bytes:
-        if self._head:
-            if size < 0 or size >= len(self._head):
-                data, self._head = self._head, b""
-                return data if size < 0 else data + self._rest.read(size - len(data))
+        if not self._head:
+            return self._rest.read(size)
+        if 0 <= size < len(self._head):
             data, self._head = self._head[:size], self._head[size:]
             return data
-        return self._rest.read(size)
+        data, self._head = self._head, b""
+        more = self._rest.read(-1 if size < 0 else size - len(data))
+        return data + more
 
 
 def _close_all(closers: list[Any]) -> None:

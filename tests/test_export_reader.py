@@ -52,6 +52,21 @@ def test_gzip_is_detected_by_content(tmp_path: Path) -> None:
     assert stream.raw.bytes_read == path.stat().st_size
 
 
+def test_prefixed_reader_replays_the_sniffed_head() -> None:
+    import io
+
+    from owui_replay.export_reader import _Prefixed
+
+    assert _Prefixed(b"abc", io.BytesIO(b"defg")).read() == b"abcdefg"
+    reader = _Prefixed(b"abc", io.BytesIO(b"defg"))
+    assert [reader.read(2), reader.read(2), reader.read(10), reader.read(1)] == [
+        b"ab",
+        b"cd",
+        b"efg",
+        b"",
+    ]
+
+
 def test_utf8_bom_is_accepted(tmp_path: Path) -> None:
     records, stream = read_all(write(tmp_path, b"\xef\xbb\xbf" + REAL_EXPORT.read_bytes()))
     assert len(records) == 9 and stream.bom
