@@ -210,6 +210,7 @@ def _process(
     if not payload_validator.is_valid(payload):
         errors = [e.as_dict() for e in payload_validator.errors(payload)]
         detail = "the mapped payload fails the Portkey schema"
+        seen[record_id] = _Seen(updated_at, index, None)
         sinks.reject(
             _reject(index, record_id, INVALID, "payload_schema", detail, errors, record=record)
         )
