@@ -177,6 +177,7 @@ class Deliverer:
             if not self.limiter.acquire(self.stop):
                 return  # stopped before sending: nothing in flight
             self.journal.send(lines)
+            sent_at = time.monotonic()
             if put_id is not None:
                 reply = self.client.put(put_id, body)
                 if reply.status is not None and 200 <= reply.status < 300:
@@ -205,7 +206,7 @@ class Deliverer:
                 with self._lock:
                     self.stats.throttled += 1
                 pause = min(retry_after, self.options.max_retry_after) if retry_after else None
-                self.limiter.throttle(pause, self._accepted_rate())
+                self.limiter.throttle(pause, self._accepted_rate(), sent_at)
             if attempt > self.options.retries:
                 self._halt(
                     "gave-up",

@@ -1,7 +1,7 @@
 """Pacing shared by all workers: a token bucket that learns the server's limit (AIMD).
 
 With --rate the bucket never exceeds it. A 429 lowers the rate to just under what the server
-was accepting (once a second at most) and, when the server sent Retry-After, pauses every
+was accepting (once per generation of requests) and, when the server sent Retry-After, pauses every
 worker that long; successes raise the rate again by about 1% a second. Without --rate the
 limit starts unbounded and is learnt from the first 429s.
 """
@@ -62,16 +62,22 @@ class RateLimiter:
             else:
                 self._sleep(min(wait, 0.25))
 
-    def throttle(self, pause: float | None, accepted_rate: float | None) -> None:
+    def throttle(
+        self, pause: float | None, accepted_rate: float | None, sent_at: float | None = None
+    ) -> None:
         """The server said 429. Pause everyone only if it said for how long (Retry-After);
-        slow down to just under the rate it was accepting, at most once a second, since the
-        429s of requests already in flight say nothing new."""
+        slow down to just under the rate it was accepting, but only for a request sent after
+        the last slow-down (or, without a send time, at most once a second): the 429s of
+        requests already in flight at the last cut say nothing new."""
         with self._lock:
             self.throttled += 1
             now = self._clock()
             if pause:
                 self._paused_until = max(self._paused_until, now + pause)
-            if now - self._last_decrease < _DECREASE_INTERVAL:
+            if sent_at is not None:
+                if sent_at <= self._last_decrease:
+                    return  # sent before the last slow-down: it says nothing new
+            elif now - self._last_decrease < _DECREASE_INTERVAL:
                 return
             self._last_decrease = now
             base = accepted_rate if accepted_rate else self.rate

@@ -94,6 +94,18 @@ def test_429s_in_the_same_second_do_not_compound() -> None:
     assert limiter.rate == pytest.approx(85.5)
 
 
+def test_only_a_429_for_a_request_sent_after_the_last_slow_down_slows_again() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(None, clock=clock, sleep=clock.sleep)
+    limiter.throttle(None, accepted_rate=200.0, sent_at=clock.now - 0.01)
+    assert limiter.rate == pytest.approx(190.0)
+    clock.now += 0.05
+    limiter.throttle(None, accepted_rate=150.0, sent_at=clock.now - 0.06)  # sent before it
+    assert limiter.rate == pytest.approx(190.0)
+    limiter.throttle(None, accepted_rate=150.0, sent_at=clock.now - 0.01)  # sent after it
+    assert limiter.rate == pytest.approx(142.5)
+
+
 def test_429_without_retry_after_does_not_pause() -> None:
     clock = FakeClock()
     limiter = RateLimiter(None, clock=clock, sleep=clock.sleep)
