@@ -452,6 +452,11 @@ def run_replay(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> Ex
             f"{PROG}: error: Portkey refused the API key ({api_key.redact(stats.stop_detail)}); "
             "stopped at once. Check PORTKEY_API_KEY and that it has the feedback scope.\n"
         )
+    elif stats is not None and stats.stop_reason == "tls":
+        stderr.write(
+            f"{PROG}: error: {api_key.redact(stats.stop_detail)}; stopped. If Portkey sits "
+            "behind a private CA, pass --ca-bundle PATH.\n"
+        )
     elif stats is not None and stats.stop_reason in ("gave-up", "error"):
         stderr.write(f"{PROG}: error: {api_key.redact(stats.stop_detail)}; stopped.\n")
     if not args.quiet or result.exit_code != ExitCode.OK:

@@ -185,6 +185,10 @@ class Deliverer:
             else:
                 reply = self.client.post(body, len(lines))
             verdict = classify(reply.status) if reply.status is not None else Verdict.RETRY
+            if reply.tls_failure:  # nothing was sent; a bad certificate will not fix itself
+                self.journal.retry(lines, reply.describe(), ambiguous=False)
+                self._halt("tls", reply.describe())
+                return
             if verdict is Verdict.OK:
                 self._acknowledge(lines, reply)
                 return

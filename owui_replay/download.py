@@ -48,7 +48,7 @@ class OpenWebUI:
         self.token = token
         self.timeout = (10.0, timeout)
         self.session = requests.Session()
-        self.session.verify = verify
+        self.verify = verify  # per request: a Session.verify would lose to REQUESTS_CA_BUNDLE
         self.session.headers["User-Agent"] = f"owui-replay/{__version__}"
         self.auth = "bearer"
 
@@ -75,7 +75,12 @@ class OpenWebUI:
     def _get(self, url: str, params: dict[str, Any], headers: dict[str, str]) -> requests.Response:
         try:
             return self.session.get(
-                url, params=params, headers=headers, stream=True, timeout=self.timeout
+                url,
+                params=params,
+                headers=headers,
+                stream=True,
+                timeout=self.timeout,
+                verify=self.verify,
             )
         except requests.exceptions.RequestException as exc:
             raise ReplayError(f"{url}: {self.token.redact(str(exc))}") from None

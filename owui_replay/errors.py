@@ -12,7 +12,7 @@ class ExitCode(IntEnum):
     ERROR = 1  # an unexpected failure (run with --traceback for details)
     USAGE = 2  # bad command line or option value
     BAD_INPUT = 3  # the input file is unreadable, malformed or fails its checks
-    DELIVERY_FAILED = 4  # replay finished but some lines were not acknowledged
+    DELIVERY_FAILED = 4  # replay did not get every line acknowledged (refused, gave up, TLS)
     AUTH = 5  # the server refused the credentials (401/403): the run stopped at once
     MISMATCH = 6  # verify found the handoff inconsistent
     INTERRUPTED = 130  # Ctrl-C or SIGTERM; state was saved

@@ -31,6 +31,7 @@ class Reply:
     feedback_ids: list[str] | None = None
     error: str | None = None
     sent: bool = True  # False only when the request surely never reached the server
+    tls_failure: bool = False  # certificate or handshake failure: retrying will not help
 
     @property
     def ambiguous(self) -> bool:
@@ -75,7 +76,8 @@ class PortkeyClient:
         self._key = api_key
         self.timeout = (connect_timeout, timeout)
         self.session = requests.Session()  # trust_env: proxies and REQUESTS_CA_BUNDLE apply
-        self.session.verify = verify
+        # passed with every request: a Session.verify would lose to REQUESTS_CA_BUNDLE
+        self.verify = verify
         adapter = HTTPAdapter(pool_connections=1, pool_maxsize=pool_size, max_retries=0)
         self.session.mount("https://", adapter)
         self.session.mount("http://", adapter)
@@ -95,11 +97,14 @@ class PortkeyClient:
 
     def _send(self, method: str, url: str, body: bytes, expected_ids: int) -> Reply:
         try:
-            response = self.session.request(method, url, data=body, timeout=self.timeout)
+            response = self.session.request(
+                method, url, data=body, timeout=self.timeout, verify=self.verify
+            )
         except requests.exceptions.ConnectTimeout:
             return Reply(None, error="connect timeout", sent=False)
         except requests.exceptions.SSLError as exc:
-            return Reply(None, error=self._key.redact(f"TLS error: {exc}"), sent=False)
+            error = self._key.redact(f"TLS error: {_short(exc)}")
+            return Reply(None, error=error, sent=False, tls_failure=True)
         except requests.exceptions.ConnectionError as exc:
             sent = not _refused(exc)
             return Reply(None, error=self._key.redact(_short(exc)), sent=sent)
