@@ -299,7 +299,7 @@ def build_manifest(
         "input": {
             "name": os.path.basename(stream.name),
             "bytes": stream.raw.bytes_read,
-            "sha256": stream.raw.sha256.hexdigest(),
+            "sha256": stream.sha256(),
             "gzip": stream.compressed,
             "utf8_bom": stream.bom,
             "shape": stream.shape,

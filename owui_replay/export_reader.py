@@ -10,6 +10,8 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
+import stat
+import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -39,27 +41,84 @@ def fast_backend() -> Any:
         ) from exc
 
 
-class RawCounter:
-    """Counts and hashes the bytes of the file as stored (compressed or not).
+_HASHER = (
+    "import hashlib, sys\n"
+    "digest, size = hashlib.sha256(), 0\n"
+    "with open(sys.argv[1], 'rb') as handle:\n"
+    "    while block := handle.read(1 << 20):\n"
+    "        digest.update(block)\n"
+    "        size += len(block)\n"
+    "print(digest.hexdigest(), size)\n"
+)
 
-    Hashing is inline: on this class of machine (2 vCPUs) a hashing thread slowed the parser
-    by more than the ~20% the hash costs in line (see benchmarks/README.md).
+
+class InputDigest:
+    """sha256 of the input as stored, for the manifest.
+
+    For a regular file a child process hashes its own read of the file on the second core
+    while this one parses: the hash costs ~20% of parse time in line, and a thread cannot
+    help because the parser holds the GIL. The child reports how many bytes it hashed, and a
+    file that changed between the two reads is refused. Pipes (stdin) are hashed in line.
     """
 
-    def __init__(self, raw: IO[bytes]) -> None:
+    def __init__(self, path: str | None) -> None:
+        self._inline = hashlib.sha256() if path is None else None
+        self._child: subprocess.Popen[str] | None = None
+        if path is not None:
+            self._child = subprocess.Popen(
+                [sys.executable, "-I", "-S", "-c", _HASHER, path],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        self._hex: str | None = None
+
+    def update(self, data: bytes) -> None:
+        if self._inline is not None:
+            self._inline.update(data)
+
+    def hexdigest(self, name: str, bytes_read: int) -> str:
+        if self._hex is not None:
+            return self._hex
+        if self._inline is not None:
+            self._hex = self._inline.hexdigest()
+            return self._hex
+        assert self._child is not None
+        out, err = self._child.communicate()
+        fields = out.split()
+        if self._child.returncode != 0 or len(fields) != 2:
+            raise InputError(f"{name}: could not hash the input: {err.strip()[-200:]}")
+        if int(fields[1]) != bytes_read:
+            raise InputError(
+                f"{name}: the file changed while it was being read ({bytes_read} bytes parsed, "
+                f"{fields[1]} hashed); convert it again once it is complete"
+            )
+        self._hex = fields[0]
+        return self._hex
+
+    def cancel(self) -> None:
+        if self._child is not None and self._child.poll() is None:
+            self._child.kill()
+            self._child.communicate()
+
+
+class RawCounter:
+    """Counts (and, for pipes, hashes) the bytes of the file as stored."""
+
+    def __init__(self, raw: IO[bytes], digest: InputDigest) -> None:
         self._raw = raw
-        self.sha256 = hashlib.sha256()
+        self.digest = digest
         self.bytes_read = 0
 
     def read(self, size: int = -1) -> bytes:
         data = self._raw.read(size)
         if data:
-            self.sha256.update(data)
+            self.digest.update(data)
             self.bytes_read += len(data)
         return data
 
     def drain(self) -> None:
-        """Read to the end so the hash covers the whole file even after a parse error."""
+        """Read to the end so the hash covers the whole file even after trailing whitespace."""
         while self.read(1 << 20):
             pass
 
@@ -173,7 +232,12 @@ class ExportStream:
             f"{self.records_seen} ({self.records_seen} complete records before it): {reason}"
         )
 
+    def sha256(self) -> str:
+        """The input's sha256, once every record has been read."""
+        return self.raw.digest.hexdigest(self.name, self.raw.bytes_read)
+
     def close(self) -> None:
+        self.raw.digest.cancel()  # a no-op once the digest was collected
         for closer in reversed(self._closers):
             closer.close()
 
@@ -235,7 +299,7 @@ def open_export(path: str) -> ExportStream:
     closers: list[Any] = []
     if path == "-":
         raw_file: IO[bytes] = sys.stdin.buffer
-        name, size = "<stdin>", None
+        name, size, regular = "<stdin>", None, False
     else:
         try:
             raw_file = open(path, "rb")  # noqa: SIM115 - closed by ExportStream.close
@@ -244,10 +308,12 @@ def open_export(path: str) -> ExportStream:
         closers.append(raw_file)
         name = path
         try:
-            size = os.fstat(raw_file.fileno()).st_size
+            info = os.fstat(raw_file.fileno())
+            size = info.st_size
+            regular = stat.S_ISREG(info.st_mode)
         except OSError:
-            size = None
-    raw = RawCounter(raw_file)
+            size, regular = None, False
+    raw = RawCounter(raw_file, InputDigest(path if path != "-" and regular else None))
     head = raw.read(CHUNK)
     compressed = head.startswith(GZIP_MAGIC)
     source: Any = raw

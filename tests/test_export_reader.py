@@ -32,12 +32,43 @@ def write(tmp_path: Path, data: bytes, name: str = "export.json") -> Path:
 def test_reads_the_real_export_and_hashes_every_byte() -> None:
     import hashlib
 
-    records, stream = read_all(REAL_EXPORT)
-    assert len(records) == 9
-    raw = REAL_EXPORT.read_bytes()
-    assert stream.raw.bytes_read == len(raw)
-    assert stream.raw.sha256.hexdigest() == hashlib.sha256(raw).hexdigest()
-    assert stream.shape == "array"
+    stream = open_export(str(REAL_EXPORT))
+    try:
+        assert len(list(stream.records())) == 9
+        raw = REAL_EXPORT.read_bytes()
+        assert stream.raw.bytes_read == len(raw)
+        assert stream.sha256() == hashlib.sha256(raw).hexdigest()
+        assert stream.shape == "array"
+    finally:
+        stream.close()
+
+
+def test_a_file_that_changes_while_read_is_refused(tmp_path: Path) -> None:
+    path = write(tmp_path, REAL_EXPORT.read_bytes())
+    stream = open_export(str(path))
+    try:
+        assert len(list(stream.records())) == 9
+        with open(path, "ab") as handle:
+            handle.write(b"\n" * 10)  # appended after it was parsed, before it was hashed
+        stream.raw.digest._child.wait()  # type: ignore[union-attr]
+        with pytest.raises(InputError, match="changed while it was being read"):
+            stream.sha256()
+    finally:
+        stream.close()
+
+
+def test_stdin_is_hashed_in_line() -> None:
+    code = (
+        "import hashlib, sys\n"
+        "from owui_replay.export_reader import open_export\n"
+        "s = open_export('-'); n = sum(1 for _ in s.records())\n"
+        "print(s.sha256() == hashlib.sha256(open(sys.argv[1], 'rb').read()).hexdigest())"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(REAL_EXPORT)], input=REAL_EXPORT.read_bytes(),
+        capture_output=True, check=True,
+    )  # fmt: skip
+    assert done.stdout.strip() == b"True"
 
 
 def test_reads_items_pages_and_their_total() -> None:
