@@ -77,13 +77,18 @@ class Ledger:
     def record(
         self, feedback_id: str, portkey_id: str, updated_at: int, value: int, trace_id: str
     ) -> None:
-        """Remember what Portkey now holds for this rating (newest updated_at wins)."""
+        """Remember what Portkey now holds for this rating (newest updated_at wins).
+
+        portkey_id is "" when Portkey acknowledged without returning an id: the rating is
+        still never posted again, but a later change cannot be sent as an update.
+        """
         now = datetime.now(timezone.utc).isoformat(timespec="seconds")
         with self._lock:
             self._db.execute(
                 "INSERT INTO delivered VALUES (?, ?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT (endpoint, feedback_id) DO UPDATE SET "
-                "portkey_id = excluded.portkey_id, updated_at = excluded.updated_at, "
+                "portkey_id = CASE WHEN excluded.portkey_id = '' THEN delivered.portkey_id "
+                "ELSE excluded.portkey_id END, updated_at = excluded.updated_at, "
                 "value = excluded.value, trace_id = excluded.trace_id, "
                 "recorded_at = excluded.recorded_at "
                 "WHERE excluded.updated_at >= delivered.updated_at",

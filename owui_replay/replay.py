@@ -48,6 +48,7 @@ class LedgerPlan:
     unchanged: int = 0
     stale: int = 0
     reconciled: int = 0
+    changed_without_id: int = 0  # changed, but Portkey never told us which feedback to update
 
 
 def apply_ledger(feedback: Path, plan: Plan, state: JournalState, ledger: Ledger) -> LedgerPlan:
@@ -63,16 +64,18 @@ def apply_ledger(feedback: Path, plan: Plan, state: JournalState, ledger: Ledger
             if number in sending:
                 keep.append(number)
             continue
-        portkey_id = state.acked.get(number)
-        if number in state.acked and portkey_id:
-            ledger.record(identity.feedback_id, portkey_id, identity.updated_at,
-                          identity.value, identity.trace_id)  # fmt: skip
+        if number in state.acked:
+            ledger.record(identity.feedback_id, state.acked[number] or "",
+                          identity.updated_at, identity.value, identity.trace_id)  # fmt: skip
             result.reconciled += 1
         if number not in sending:
             continue
         known = ledger.lookup(identity.feedback_id)
         if known is None:
             keep.append(number)
+        elif known.updated_at < identity.updated_at and not known.portkey_id:
+            result.changed_without_id += 1  # posting again would duplicate it
+            continue
         elif known.updated_at < identity.updated_at:
             result.put_ids[number] = known.portkey_id
             keep.append(number)
@@ -183,6 +186,11 @@ class ReplayResult:
             parts.append(f"unchanged since an earlier export: {self.ledger.unchanged}")
             if self.ledger.stale:
                 parts.append(f"older than what Portkey has: {self.ledger.stale}")
+            if self.ledger.changed_without_id:
+                parts.append(
+                    f"changed but not updatable (Portkey returned no feedback id): "
+                    f"{self.ledger.changed_without_id}"
+                )
         failed = plan.previously_failed + (stats.failed if stats else 0)
         if failed:
             parts.append(f"{failed} refused (see {self.paths.failed.name})")
@@ -263,8 +271,8 @@ def replay(
 
     def remember(line: int, portkey_id: str | None) -> None:
         identity = ledger_plan.identities.get(line) if ledger_plan else None
-        if ledger is not None and identity is not None and portkey_id:
-            ledger.record(identity.feedback_id, portkey_id, identity.updated_at,
+        if ledger is not None and identity is not None:
+            ledger.record(identity.feedback_id, portkey_id or "", identity.updated_at,
                           identity.value, identity.trace_id)  # fmt: skip
 
     deliverer = Deliverer(

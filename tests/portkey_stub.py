@@ -40,6 +40,7 @@ class StubState:
     latency: float = 0.0
     rate_limit: float | None = None  # requests per second the server accepts
     rate_limit_retry_after: str | None = None
+    omit_feedback_ids: bool = False  # acknowledge without saying which feedback was created
     faults: list[Fault] = field(default_factory=list)  # consumed one per request, in order
     stored: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     updates: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
@@ -208,7 +209,10 @@ class Handler(BaseHTTPRequestHandler):
             return  # stored, but the client never hears about it
         if fault and fault.kind == "slow":
             time.sleep(fault.seconds)
-        self._send(200, {"status": "success", "message": "feedback logged", "feedback_ids": ids})
+        answer = {"status": "success", "message": "feedback logged", "feedback_ids": ids}
+        if state.omit_feedback_ids:
+            del answer["feedback_ids"]
+        self._send(200, answer)
 
     def _update(self, feedback_id: str, body: Any) -> None:
         with self.state.lock:

@@ -98,6 +98,21 @@ def test_ledger_is_rebuilt_from_the_journal_after_a_crash(tmp_path: Path) -> Non
     assert Ledger(ledger, stub.url).count() == 8 == sum(len(e["lines"]) for e in acks)
 
 
+def test_an_ack_without_feedback_ids_still_prevents_a_duplicate(tmp_path: Path) -> None:
+    records = thumbs(json.loads(REAL_EXPORT.read_text()))[:3]
+    later = copy.deepcopy(records)
+    later[0]["data"]["rating"] = -later[0]["data"]["rating"]
+    later[0]["updated_at"] += 60
+    ledger = tmp_path / "ledger.sqlite3"
+    with portkey_stub(omit_feedback_ids=True) as stub:
+        out1 = convert(export_file(tmp_path / "e1.json", records), tmp_path / "a" / "f.jsonl")
+        assert replay_in_process(out1, stub.url, "--ledger", str(ledger)).code == 0
+        out2 = convert(export_file(tmp_path / "e2.json", later), tmp_path / "b" / "f.jsonl")
+        second = replay_in_process(out2, stub.url, "--ledger", str(ledger), quiet=False)
+        assert second.code == 0 and len(stub.state.stored) == 3 and not stub.state.updates
+    assert "changed but not updatable (Portkey returned no feedback id): 1" in second.stderr
+
+
 def test_no_ledger_posts_everything(tmp_path: Path) -> None:
     with portkey_stub() as stub:
         out1 = convert(REAL_EXPORT, tmp_path / "a" / "f.jsonl")
