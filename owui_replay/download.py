@@ -134,13 +134,31 @@ def download(
 
 
 def _admin_export(client: OpenWebUI, stderr: IO[str], progress: bool | None) -> Iterator[bytes]:
+    received = 0
     with client.get(EXPORT_PATH) as response:
         length = response.headers.get("Content-Length")
         total = int(length) if length and length.isdigit() else None
         with byte_bar(total, "download", stderr=stderr, enabled=progress) as bar:
-            for chunk in response.iter_content(CHUNK):
-                bar.update(len(chunk))
-                yield chunk
+            try:
+                for chunk in response.iter_content(CHUNK):
+                    received += len(chunk)
+                    bar.update(len(chunk))
+                    yield chunk
+            except requests.exceptions.RequestException as exc:
+                received = max(received, _body_bytes_read(response))
+                expected = f" of {total}" if total else ""
+                raise ReplayError(
+                    f"{client.base}{EXPORT_PATH}: the connection broke after {received}"
+                    f"{expected} bytes ({type(exc).__name__}); nothing was written, run it again"
+                ) from None
+
+
+def _body_bytes_read(response: requests.Response) -> int:
+    """Bytes of the body received so far, including a chunk still being filled."""
+    try:
+        return int(response.raw.tell())
+    except (AttributeError, TypeError, ValueError, OSError):
+        return 0
 
 
 def _user_pages(client: OpenWebUI) -> Iterator[bytes]:
@@ -175,6 +193,11 @@ def _user_pages(client: OpenWebUI) -> Iterator[bytes]:
 def _json(response: requests.Response, path: str) -> Any:
     try:
         return response.json()
+    except requests.exceptions.RequestException as exc:
+        raise ReplayError(
+            f"{path}: the connection broke while reading a page ({type(exc).__name__}); "
+            "nothing was written, run it again"
+        ) from None
     except ValueError:
         raise InputError(
             f"{path}: the server did not answer JSON (is OPENWEBUI_BASE_URL the Open WebUI "

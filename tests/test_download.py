@@ -96,7 +96,9 @@ def test_a_truncated_download_leaves_nothing_under_the_final_name(tmp_path: Path
     out = tmp_path / "e.json"
     with openwebui_stub(export_file=REAL_EXPORT, truncate_to=100_000) as server:
         result = run_download(server.url, ADMIN_TOKEN, "-o", str(out))
-    assert result.code != 0 and result.stderr.count("\n") == 1
+    assert result.code == ExitCode.ERROR and result.stderr.count("\n") == 1
+    assert "the connection broke after 100000 of 232888 bytes" in result.stderr
+    assert "unexpected" not in result.stderr
     assert list(tmp_path.iterdir()) == []
 
 
