@@ -649,6 +649,12 @@ def main(
         return int(ExitCode.INTERRUPTED)
     except BrokenPipeError:
         return int(ExitCode.ERROR)
+    except OSError as exc:  # a file we could not write or read: name it, no traceback
+        if show_traceback:
+            traceback.print_exc(file=stderr)
+        where = f"{exc.filename}: " if exc.filename else ""
+        stderr.write(f"{PROG}: error: {where}{exc.strerror or exc}\n")
+        return int(ExitCode.ERROR)
     except Exception as exc:  # the last line of defence: one line, no traceback
         if show_traceback:
             traceback.print_exc(file=stderr)

@@ -219,3 +219,12 @@ def test_unicode_line_separators_never_split_a_jsonl_line(tmp_path: Path) -> Non
         assert text.splitlines() == text.split("\n")[:-1]
     comments = [p["metadata"].get("comment") for p in read_jsonl(tmp_path / "f.jsonl")]
     assert "one\u2028two\u2029three\x85four" in comments
+
+
+def test_an_unwritable_output_is_one_line_naming_the_path(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    result = run_cli("convert", str(REAL_EXPORT), "-o", str(blocker / "out.jsonl"))
+    assert result.code == ExitCode.ERROR
+    assert result.stderr.startswith(f"owui-replay: error: {blocker}")
+    assert result.stderr.count("\n") == 1 and "unexpected" not in result.stderr
