@@ -185,16 +185,14 @@ class Deliverer:
             else:
                 reply = self.client.post(body, len(lines))
             verdict = classify(reply.status) if reply.status is not None else Verdict.RETRY
-            if reply.tls_failure:  # nothing was sent; a bad certificate will not fix itself
+            if reply.tls_failure or verdict is Verdict.AUTH:
+                # stop everyone: a bad certificate or key will not fix itself (and the
+                # request was not stored: nothing sent, or refused)
                 self.journal.retry(lines, reply.describe(), ambiguous=False)
-                self._halt("tls", reply.describe())
+                self._halt("tls" if reply.tls_failure else "auth", reply.describe())
                 return
             if verdict is Verdict.OK:
                 self._acknowledge(lines, reply)
-                return
-            if verdict is Verdict.AUTH:
-                self.journal.retry(lines, reply.describe(), ambiguous=False)
-                self._halt("auth", reply.describe())
                 return
             if verdict is Verdict.FAIL:
                 self._refused(batch, reply)
