@@ -11,6 +11,11 @@ from typing import Any
 PARTIAL_SUFFIX = ".partial"
 
 
+def partial_path(final: Path) -> Path:
+    """Where FINAL is written until it is complete."""
+    return final.with_name(final.name + PARTIAL_SUFFIX)
+
+
 def fsync_dir(path: Path) -> None:
     """Make a rename durable; some filesystems do not support it, which is fine."""
     try:
@@ -30,7 +35,7 @@ class HashedWriter:
 
     def __init__(self, final: Path) -> None:
         self.final = final
-        self.partial = final.with_name(final.name + PARTIAL_SUFFIX)
+        self.partial = partial_path(final)
         self.partial.parent.mkdir(parents=True, exist_ok=True)
         self._file = open(self.partial, "wb")  # noqa: SIM115 - closed in commit()/close()
         self.sha256 = hashlib.sha256()
@@ -65,7 +70,7 @@ class HashedWriter:
 
 def write_json_atomic(path: Path, document: Any) -> None:
     """Replace PATH with DOCUMENT as pretty JSON, atomically."""
-    partial = path.with_name(path.name + PARTIAL_SUFFIX)
+    partial = partial_path(path)
     text = json.dumps(document, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
     with open(partial, "wb") as handle:
         handle.write(text.encode("utf-8"))
@@ -75,9 +80,16 @@ def write_json_atomic(path: Path, document: Any) -> None:
     fsync_dir(path.parent)
 
 
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+def hash_file(path: Path, chunk: int = 1 << 20) -> tuple[str, int]:
+    """(sha256, number of lines) of a file, read in blocks."""
     digest = hashlib.sha256()
+    lines = 0
     with open(path, "rb") as handle:
         while block := handle.read(chunk):
             digest.update(block)
-    return digest.hexdigest()
+            lines += block.count(b"\n")
+    return digest.hexdigest(), lines
+
+
+def sha256_file(path: Path) -> str:
+    return hash_file(path)[0]

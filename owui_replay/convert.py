@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from owui_replay import __version__
-from owui_replay.atomic import HashedWriter, write_json_atomic
+from owui_replay.atomic import HashedWriter, partial_path, write_json_atomic
 from owui_replay.errors import InputError
 from owui_replay.export_reader import ExportStream, open_export
 from owui_replay.handoff import HandoffPaths
@@ -331,7 +331,7 @@ def _empty_message(stream: ExportStream) -> str:
 
 def explain_partial(paths: HandoffPaths) -> str:
     """Where a failed run left its work, for the error message."""
-    partial = paths.output.with_name(paths.output.name + ".partial")
+    partial = partial_path(paths.output)
     if partial.exists():
         return f"records before it are in {partial}; {paths.output} was not written"
     return f"{paths.output} was not written"

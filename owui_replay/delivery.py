@@ -47,7 +47,7 @@ class DeliveryStats:
     acked: int = 0
     failed: int = 0
     retried: int = 0  # retry attempts
-    throttled: int = 0  # 429s
+    throttled: int = 0  # 429s, as counted by the pacer (filled in at the end of the run)
     possible_duplicates: set[int] = field(default_factory=set)  # retried after no answer
     stop_reason: str | None = None  # None: ran to the end
     stop_detail: str = ""
@@ -134,6 +134,7 @@ class Deliverer:
             self._halt("interrupted", "interrupted: in-flight requests were allowed to finish")
             while self._live:
                 time.sleep(0.01)
+        self.stats.throttled = self.limiter.throttled
         self._progress()
         return self.stats
 
@@ -205,8 +206,6 @@ class Deliverer:
                     self.stats.possible_duplicates.update(lines)
             retry_after = parse_retry_after(reply.retry_after)
             if reply.status == 429:
-                with self._lock:
-                    self.stats.throttled += 1
                 pause = min(retry_after, self.options.max_retry_after) if retry_after else None
                 self.limiter.throttle(pause, self._accepted_rate(), sent_at)
             if attempt > self.options.retries:

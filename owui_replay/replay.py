@@ -47,7 +47,6 @@ class LedgerPlan:
     identities: dict[int, Identity] = field(default_factory=dict)
     unchanged: int = 0
     stale: int = 0
-    reconciled: int = 0
     changed_without_id: int = 0  # changed, but Portkey never told us which feedback to update
 
 
@@ -67,7 +66,6 @@ def apply_ledger(feedback: Path, plan: Plan, state: JournalState, ledger: Ledger
         if number in state.acked:
             ledger.record(identity.feedback_id, state.acked[number] or "",
                           identity.updated_at, identity.value, identity.trace_id)  # fmt: skip
-            result.reconciled += 1
         if number not in sending:
             continue
         known = ledger.lookup(identity.feedback_id)

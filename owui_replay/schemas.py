@@ -9,6 +9,7 @@ checks that both give the same verdict.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -38,8 +39,6 @@ def load_schema(name: str) -> dict[str, Any]:
 
 def schema_version(name: str) -> str:
     """The schema's $id and a short content hash, for the manifest."""
-    import hashlib
-
     schema = load_schema(name)
     canonical = json.dumps(schema, sort_keys=True, separators=(",", ":")).encode()
     return f"{name}#sha256:{hashlib.sha256(canonical).hexdigest()[:16]}"

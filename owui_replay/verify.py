@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from owui_replay.atomic import sha256_file
+from owui_replay.atomic import hash_file, sha256_file
 from owui_replay.errors import InputError
 from owui_replay.feedback_file import scan_feedback
 from owui_replay.handoff import HandoffPaths
@@ -57,7 +56,7 @@ def verify(feedback: Path, export: Path | None = None) -> Report:
         f"{feedback.name}: sha256 {scanned.sha256[:16]}… and {scanned.lines} lines match",
     )
     if paths.rejects.exists():
-        digest, lines = _hash_and_count(paths.rejects)
+        digest, lines = hash_file(paths.rejects)
         report.check(
             digest == rejects.get("sha256") and lines == rejects.get("lines"),
             f"{paths.rejects.name}: sha256 {digest[:16]}… and {lines} lines match",
@@ -80,16 +79,6 @@ def verify(feedback: Path, export: Path | None = None) -> Report:
         )
     report.facts = _facts(feedback, manifest)
     return report
-
-
-def _hash_and_count(path: Path) -> tuple[str, int]:
-    digest = hashlib.sha256()
-    lines = 0
-    with open(path, "rb") as handle:
-        for line in handle:
-            digest.update(line)
-            lines += 1
-    return digest.hexdigest(), lines
 
 
 def _facts(feedback: Path, manifest: dict[str, Any]) -> list[str]:
