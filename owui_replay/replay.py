@@ -86,6 +86,7 @@ def apply_ledger(feedback: Path, plan: Plan, state: JournalState, ledger: Ledger
         result.identities[number] = identity
     plan.send = keep
     plan.uncertain &= set(keep)
+    plan.ledger_skipped = result.unchanged + result.stale + result.changed_without_id
     return result
 
 
@@ -113,10 +114,11 @@ class Plan:
     previously_failed: int
     uncertain: set[int]
     uncertain_skipped: int
+    ledger_skipped: int = 0  # Portkey already has them (unchanged, stale or not updatable)
 
     @property
     def done_before(self) -> int:
-        return self.below_offset + self.already_acked + self.previously_failed
+        return self.below_offset + self.already_acked + self.previously_failed + self.ledger_skipped
 
     def resume_note(self, paths: HandoffPaths) -> str:
         """Said before sending, so even a run that is killed has reported what it resends."""

@@ -51,3 +51,22 @@ def test_replay_warns_when_there_is_no_manifest(tmp_path: Path) -> None:
     finally:
         del os.environ["PORTKEY_API_KEY"]
     assert "warning: no feedback.manifest.json beside feedback.jsonl" in err.getvalue()
+
+
+def test_lines_the_ledger_skips_count_as_done(tmp_path: Path) -> None:
+    """A second export of unchanged ratings: the bar starts and ends at 8/8."""
+    outs = []
+    for name in ("a", "b"):
+        out = tmp_path / name / "f.jsonl"
+        assert main(["convert", str(REAL_EXPORT), "-o", str(out), "-q"], stderr=io.StringIO()) == 0
+        outs.append(out)
+    os.environ["PORTKEY_API_KEY"] = API_KEY
+    try:
+        with portkey_stub() as stub:
+            assert main(["replay", str(outs[0]), "--base-url", stub.url, "-q"]) == 0
+            tty = Terminal()
+            assert main(["replay", str(outs[1]), "--base-url", stub.url], stderr=tty) == 0
+            assert stub.state.requests == 8
+    finally:
+        del os.environ["PORTKEY_API_KEY"]
+    assert "8/8" in tty.getvalue() and "0/8" not in tty.getvalue()
