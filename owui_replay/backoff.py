@@ -5,27 +5,8 @@ from __future__ import annotations
 import email.utils
 import random
 import time
-from enum import Enum
 
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
-AUTH_STATUSES = frozenset({401, 403})
-
-
-class Verdict(Enum):
-    OK = "ok"
-    RETRY = "retry"
-    AUTH = "auth"  # stop the whole run: more requests would fail the same way
-    FAIL = "fail"  # this payload is refused; record it and go on
-
-
-def classify(status: int) -> Verdict:
-    if 200 <= status < 300:
-        return Verdict.OK
-    if status in RETRY_STATUSES:
-        return Verdict.RETRY
-    if status in AUTH_STATUSES:
-        return Verdict.AUTH
-    return Verdict.FAIL
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:

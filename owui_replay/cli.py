@@ -15,6 +15,7 @@ from typing import IO, Any
 
 from owui_replay import __version__
 from owui_replay.errors import ExitCode, InputError, ReplayError, UsageError
+from owui_replay.urls import DEFAULT_PORTKEY_BASE
 from owui_replay.mapping import (
     DEFAULT_TRACE_TEMPLATE,
     TRACE_FIELDS,
@@ -24,7 +25,6 @@ from owui_replay.mapping import (
 from owui_replay.timeparse import parse_instant
 
 PROG = "owui-replay"
-DEFAULT_PORTKEY_BASE = "https://api.portkey.ai/v1"
 
 CONVERT_EPILOG = """\
 example:
@@ -106,6 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_verify(commands)
     _add_replay(commands)
     _add_inspect(commands)
+    _add_state(commands)
     return parser
 
 
@@ -263,10 +264,11 @@ example:
   owui-replay replay feedback.jsonl --dry-run
   owui-replay replay feedback.jsonl --concurrency 8 --rate 50
 
-Progress is journaled in FEEDBACK.journal.jsonl: run the same command again after an
-interruption and it resumes, skipping acknowledged lines. Lines in flight when a run died are
-'uncertain' (Portkey may or may not have stored them) and are resent unless --uncertain skip.
-Payloads Portkey refuses (4xx other than 401/403) go to FEEDBACK.failed.jsonl.
+What each endpoint already holds is kept in the delivery state (--ledger, an SQLite file
+shared by every run and every file): run the same command again after an interruption, or
+replay next week's export, and only what is new (POST) or changed (PUT) is sent. Ratings whose
+earlier POST got no answer are 'uncertain' (Portkey may hold them): they are announced, then
+resent unless --uncertain skip. Payloads Portkey refuses go to FEEDBACK.failed.jsonl.
 """
 
 
@@ -284,8 +286,9 @@ def _add_replay(commands: Any) -> None:
     p = commands.add_parser(
         "replay",
         help="post a converted JSONL file to Portkey's feedback API, resumably",
-        description="Post every line of FEEDBACK.jsonl to {PORTKEY_BASE_URL}/feedback with "
-        "retries, rate limiting and a journal that makes an interrupted run resumable.",
+        description="Post every line of FEEDBACK.jsonl that the endpoint does not hold yet to "
+        "{PORTKEY_BASE_URL}/feedback, with retries, rate limiting and a delivery state that "
+        "makes any interrupted run resumable without a lost or unannounced duplicate rating.",
         epilog=REPLAY_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -357,12 +360,13 @@ def _add_replay(commands: Any) -> None:
     resume.add_argument(
         "--resume",
         action="store_true",
-        help="continue from the journal (the default when one exists)",
+        help="continue where the last run stopped (always the default)",
     )
     resume.add_argument(
         "--restart",
         action="store_true",
-        help="set the journal aside (renamed with a timestamp) and start over",
+        help="set this file's audit journal aside (renamed with a timestamp) and begin a new "
+        "one; what the endpoint holds still decides what is sent",
     )
     p.add_argument(
         "--start-offset",
@@ -375,13 +379,18 @@ def _add_replay(commands: Any) -> None:
         "--uncertain",
         choices=("resend", "skip"),
         default="resend",
-        help="lines in flight when an earlier run died: resend (default; may "
-        "duplicate) or skip (may lose)",
+        help="ratings whose earlier POST got no answer: resend (default; announced, may "
+        "duplicate) or skip (may lose; exit 4)",
+    )
+    p.add_argument(
+        "--retry-refused",
+        action="store_true",
+        help="send again the payloads this endpoint refused before (after fixing something)",
     )
     p.add_argument(
         "--dry-run",
         action="store_true",
-        help="check everything and print what would be sent; send nothing",
+        help="check everything and print what would be POSTed, PUT and skipped; send nothing",
     )
     p.add_argument(
         "--samples",
@@ -391,32 +400,30 @@ def _add_replay(commands: Any) -> None:
         help="payloads to print with --dry-run (default 3)",
     )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no summary")
-    ledger = p.add_mutually_exclusive_group()
-    ledger.add_argument(
+    p.add_argument(
         "--ledger",
         metavar="PATH",
-        help="SQLite ledger of what Portkey already has, across runs and exports (default "
-        "$XDG_STATE_HOME/owui-replay/ledger.sqlite3)",
+        help="the delivery state (default $XDG_STATE_HOME/owui-replay/ledger.sqlite3)",
     )
-    ledger.add_argument(
-        "--no-ledger",
+    p.add_argument(
+        "--power-safe",
         action="store_true",
-        help="post every line, ignoring and not updating the ledger",
+        help="fsync the delivery state at every commit, so a power loss cannot cost an "
+        "unannounced duplicate either (about two fsyncs per request)",
     )
     p.set_defaults(handler=run_replay)
 
 
-def run_replay(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> ExitCode:
+def replay_settings(args: argparse.Namespace) -> Any:
+    """ReplaySettings from replay's options (shared with sync)."""
     from pathlib import Path
 
     from owui_replay.delivery import DeliveryOptions
-    from owui_replay.ledger import default_ledger_path
-    from owui_replay.replay import ReplaySettings, dry_run, replay
-    from owui_replay.secrets import load_secret
+    from owui_replay.replay import ReplaySettings
     from owui_replay.urls import checked_base_url
 
     base = args.base_url or os.environ.get("PORTKEY_BASE_URL") or DEFAULT_PORTKEY_BASE
-    settings = ReplaySettings(
+    return ReplaySettings(
         base_url=checked_base_url(
             base, allow_insecure_http=args.allow_insecure_http, name="Portkey base URL"
         ),
@@ -433,8 +440,19 @@ def run_replay(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> Ex
         restart=args.restart,
         start_offset=args.start_offset,
         uncertain=args.uncertain,
-        ledger=None if args.no_ledger else Path(args.ledger or default_ledger_path()),
+        retry_refused=args.retry_refused,
+        state_path=Path(args.ledger) if args.ledger else None,
+        power_safe=args.power_safe,
     )
+
+
+def run_replay(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> ExitCode:
+    from pathlib import Path
+
+    from owui_replay.replay import dry_run, replay
+    from owui_replay.secrets import load_secret
+
+    settings = replay_settings(args)
     feedback = Path(args.feedback)
     if args.dry_run:
         result = dry_run(feedback, settings, args.samples, stdout)
@@ -446,22 +464,75 @@ def run_replay(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> Ex
         result = replay(
             feedback, settings, api_key, stderr=stderr, progress=False if args.quiet else None
         )
-    stats = result.stats
-    if stats is not None and stats.stop_reason == "auth":
-        stderr.write(
-            f"{PROG}: error: Portkey refused the API key ({api_key.redact(stats.stop_detail)}); "
-            "stopped at once. Check PORTKEY_API_KEY and that it has the feedback scope.\n"
-        )
-    elif stats is not None and stats.stop_reason == "tls":
-        stderr.write(
-            f"{PROG}: error: {api_key.redact(stats.stop_detail)}; stopped. If Portkey sits "
-            "behind a private CA, pass --ca-bundle PATH.\n"
-        )
-    elif stats is not None and stats.stop_reason in ("gave-up", "error"):
-        stderr.write(f"{PROG}: error: {api_key.redact(stats.stop_detail)}; stopped.\n")
+    message = result.stop_message()
+    if message is not None and result.exit_code != ExitCode.INTERRUPTED:
+        stderr.write(f"{PROG}: error: {api_key.redact(message)}\n")
     if not args.quiet or result.exit_code != ExitCode.OK:
-        stderr.write(f"{PROG}: replay: {result.summary()}\n")
+        stderr.write(f"{PROG}: replay: {api_key.redact(result.summary())}\n")
     return result.exit_code
+
+
+STATE_EPILOG = """\
+example:
+  owui-replay state                      # every endpoint and what it holds
+  owui-replay state --forget https://staging.example.com/v1
+
+The delivery state is one SQLite file; to move it to another machine, copy it while no
+replay runs (or use: sqlite3 ledger.sqlite3 ".backup copy.sqlite3").
+"""
+
+
+def _add_state(commands: Any) -> None:
+    p = commands.add_parser(
+        "state",
+        help="show the delivery state per endpoint, or forget one endpoint",
+        description="List every Portkey endpoint in the delivery state with how many ratings "
+        "it holds, how many are uncertain or refused; --forget URL starts that endpoint over.",
+        epilog=STATE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--ledger",
+        metavar="PATH",
+        help="the delivery state (default $XDG_STATE_HOME/owui-replay/ledger.sqlite3)",
+    )
+    p.add_argument(
+        "--forget",
+        metavar="URL",
+        help="drop everything known about this endpoint: the next replay sends everything",
+    )
+    p.add_argument("--json", action="store_true", help="print the counts as JSON")
+    p.set_defaults(handler=run_state)
+
+
+def run_state(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> ExitCode:
+    from pathlib import Path
+
+    from owui_replay.delivery_state import DeliveryState, default_state_path, list_endpoints
+    from owui_replay.urls import normalized_url
+
+    path = Path(args.ledger) if args.ledger else default_state_path()
+    if args.forget:
+        endpoint = normalized_url(args.forget, name="--forget")
+        if not path.exists():
+            raise InputError(f"{path}: no delivery state here")
+        with DeliveryState(path, endpoint) as state:
+            state.lock()
+            removed = state.forget()
+        stderr.write(f"{PROG}: forgot {removed} ratings delivered to {endpoint} ({path})\n")
+        return ExitCode.OK
+    endpoints = list_endpoints(path)
+    if args.json:
+        doc = {"state": str(path), "endpoints": {name: c for name, c in endpoints}}
+        stdout.write(json.dumps(doc, indent=2) + "\n")
+        return ExitCode.OK
+    stdout.write(f"delivery state: {path}{'' if path.exists() else ' (not created yet)'}\n")
+    for name, counts in endpoints:
+        stdout.write(
+            f"{name}: {counts['delivered']} delivered, {counts['uncertain']} uncertain, "
+            f"{counts['refused']} refused, {counts['extra_copies']} extra copies possible\n"
+        )
+    return ExitCode.OK
 
 
 DOWNLOAD_EPILOG = """\

@@ -1,13 +1,14 @@
-"""Deliver JSONL payloads to Portkey: concurrent, paced, retried, journaled, interruptible.
+"""Deliver JSONL payloads to Portkey: concurrent, paced, retried, recorded, interruptible.
 
-Portkey has no idempotency key, so every repeated POST is a duplicate rating. The rules:
-- a line is journaled as `send` before its request leaves, `ack` only after Portkey confirmed;
-- a definite answer (any HTTP status) means the outcome is known; no answer after the request
-  left (timeout, dropped connection) is ambiguous: it is retried, and counted as a possible
-  duplicate;
-- 401/403 stop every worker at once; other 4xx go to FEEDBACK.failed.jsonl and the run goes on;
-- retryable failures that outlast --retries stop the run with the lines still unacknowledged,
-  so a later run sends them (nothing is written off because a server was down).
+Portkey has no idempotency key, so every repeated POST may be a duplicate rating. The rules:
+- the delivery state records the intent (committed) before a request leaves, and the outcome
+  (committed) as soon as the server answers; the audit journal follows each step;
+- any HTTP answer makes the outcome known; no answer after the request left (timeout,
+  dropped connection) is ambiguous: the line is retried and Portkey may hold an extra copy;
+- a configuration failure (401/403, TLS, a 404/405 or redirect on the feedback URL, a 2xx
+  that is not Portkey's) stops every worker at once and uses up no line;
+- other 4xx refuse the payload: FEEDBACK.failed.jsonl and the state record it, the run goes on;
+- retryable failures that outlast --retries stop the run; those lines stay for the next run.
 """
 
 from __future__ import annotations
@@ -20,15 +21,17 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
-from owui_replay.backoff import Verdict, backoff_delay, classify, parse_retry_after
+from owui_replay.backoff import RETRY_STATUSES, backoff_delay, parse_retry_after
+from owui_replay.delivery_state import DeliveryState, Rating
+from owui_replay.errors import ExitCode
 from owui_replay.journal import Journal
-from owui_replay.portkey_client import PortkeyClient, Reply
+from owui_replay.portkey_client import PortkeyClient, Reply, is_portkey_error
 from owui_replay.ratelimit import RateLimiter
-
-Batch = list[tuple[int, bytes]]
 
 
 @dataclass(frozen=True)
@@ -42,15 +45,119 @@ class DeliveryOptions:
     backoff_cap: float = 20.0
 
 
+class StopReason(Enum):
+    """Why a run ended before every line had an outcome."""
+
+    INTERRUPTED = "interrupted"
+    AUTH = "auth"
+    TLS = "tls"
+    WRONG_URL = "wrong-url"
+    REDIRECT = "redirect"
+    GAVE_UP = "gave-up"
+    ERROR = "error"
+
+
+def stop_outcome(reason: StopReason, detail: str, endpoint: str) -> tuple[ExitCode, str]:
+    """The one place that maps a stop reason to an exit code and what the user reads."""
+    if reason is StopReason.INTERRUPTED:
+        return ExitCode.INTERRUPTED, "interrupted: in-flight requests were allowed to finish"
+    if reason is StopReason.AUTH:
+        return ExitCode.AUTH, (
+            f"Portkey refused the API key ({detail}); stopped at once. Check PORTKEY_API_KEY "
+            "and that it has the feedback scope."
+        )
+    if reason is StopReason.TLS:
+        return ExitCode.DELIVERY_FAILED, (
+            f"{detail}; stopped. If Portkey sits behind a private CA, pass --ca-bundle PATH."
+        )
+    if reason is StopReason.WRONG_URL:
+        path = urlsplit(endpoint).path
+        hint = (
+            f"; the base URL should end in /v1, e.g. --base-url {endpoint}/v1"
+            if not path.endswith("/v1")
+            else "; check --base-url (Portkey's is https://api.portkey.ai/v1)"
+        )
+        return ExitCode.ENDPOINT, (
+            f"{detail}: that is not Portkey's feedback API{hint}. Stopped; no line was used up."
+        )
+    if reason is StopReason.REDIRECT:
+        return ExitCode.ENDPOINT, (
+            f"{detail}; redirects are not followed (the key goes to no other host). Stopped; "
+            "no line was used up: pass the final URL as --base-url."
+        )
+    if reason is StopReason.GAVE_UP:
+        return ExitCode.DELIVERY_FAILED, f"{detail}; stopped. Run again to resume."
+    return ExitCode.DELIVERY_FAILED, f"{detail}; stopped."
+
+
+class Outcome(Enum):
+    ACKED = "acked"  # Portkey stored (POST) or updated (PUT) it
+    REFUSED = "refused"  # a 4xx about this payload
+    RETRY = "retry"  # try again later: 408, 429, 5xx, no answer
+    STOP = "stop"  # the configuration is wrong: no request will do better
+
+
+def judge_reply(reply: Reply, method: str) -> tuple[Outcome, StopReason | None]:
+    status = reply.status
+    if reply.tls_failure:
+        return Outcome.STOP, StopReason.TLS
+    if status is None:
+        return Outcome.RETRY, None
+    if 200 <= status < 300:
+        return (Outcome.ACKED, None) if reply.portkey_shaped else (Outcome.STOP, StopReason.WRONG_URL)
+    if 300 <= status < 400:
+        return Outcome.STOP, StopReason.REDIRECT
+    if status in (401, 403):
+        return Outcome.STOP, StopReason.AUTH
+    # POST /feedback exists wherever Portkey is: a 404 or 405 means the URL is wrong. A PUT's
+    # 404 in Portkey's own words is about that feedback id: a refusal of the line.
+    if status == 405 or (status == 404 and (method == "POST" or not is_portkey_error(reply.body))):
+        return Outcome.STOP, StopReason.WRONG_URL
+    if status in RETRY_STATUSES or status >= 500 or status < 200:
+        return Outcome.RETRY, None
+    return Outcome.REFUSED, None
+
+
+@dataclass(frozen=True)
+class Send:
+    """One line this run delivers: POSTed, or PUT to the Portkey feedback that holds it."""
+
+    line: int
+    rating: Rating
+    put_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Request:
+    sends: list[Send]
+    raws: list[bytes]
+    method: str
+    body: bytes
+
+    @property
+    def lines(self) -> list[int]:
+        return [s.line for s in self.sends]
+
+    @property
+    def ratings(self) -> list[Rating]:
+        return [s.rating for s in self.sends]
+
+
 @dataclass
 class DeliveryStats:
-    acked: int = 0
-    failed: int = 0
+    posted: int = 0  # lines Portkey acknowledged for a POST
+    updated: int = 0  # lines Portkey acknowledged for a PUT
+    refused: int = 0
     retried: int = 0  # retry attempts
+    unanswered: int = 0  # POST attempts that got no answer (each may have stored a copy)
+    extra_copies: int = 0  # copies beyond one that Portkey may hold of lines acknowledged now
     throttled: int = 0  # 429s, as counted by the pacer (filled in at the end of the run)
-    possible_duplicates: set[int] = field(default_factory=set)  # retried after no answer
-    stop_reason: str | None = None  # None: ran to the end
+    stop_reason: StopReason | None = None  # None: ran to the end
     stop_detail: str = ""
+
+    @property
+    def acked(self) -> int:
+        return self.posted + self.updated
 
 
 class FailedFile:
@@ -61,9 +168,10 @@ class FailedFile:
         self._lock = threading.Lock()
         self._handle: Any = None
 
-    def add(self, line: int, raw: bytes, reply: Reply) -> None:
+    def add(self, line: int, raw: bytes, reply: Reply, endpoint: str) -> None:
         entry = {
             "line": line,
+            "endpoint": endpoint,
             "status": reply.status,
             "error": reply.describe(),
             "response": reply.body,
@@ -89,16 +197,17 @@ class Deliverer:
     def __init__(
         self,
         client: PortkeyClient,
+        state: DeliveryState,
         journal: Journal,
         failed: FailedFile,
         options: DeliveryOptions,
         *,
         on_progress: Callable[[DeliveryStats], None] | None = None,
-        on_ack: Callable[[int, str | None], None] | None = None,
-        put_ids: dict[int, str] | None = None,
+        approved_by: str = "",
         rng: random.Random | None = None,
     ) -> None:
         self.client = client
+        self.state = state
         self.journal = journal
         self.failed = failed
         self.options = options
@@ -106,134 +215,146 @@ class Deliverer:
         self.stop = threading.Event()
         self.limiter = RateLimiter(options.rate, burst=1)
         self._on_progress = on_progress
-        self._on_ack = on_ack
-        self._put_ids = put_ids or {}  # line -> Portkey feedback id to update instead of POST
+        self._approved_by = approved_by
         self._rng = rng or random.Random()
         self._lock = threading.Lock()
         self._acks: deque[float] = deque()  # acknowledgement times within the last second
         self._first_ack: float | None = None
-        self._work: Iterator[Batch] | None = None
+        self._work: Iterator[list[tuple[Send, bytes]]] | None = None
         self._live = 0  # workers still running
 
     # -- the run ----------------------------------------------------------------------
 
-    def run(self, lines: Iterator[tuple[int, bytes]]) -> DeliveryStats:
+    def run(self, lines: Iterator[tuple[Send, bytes]]) -> DeliveryStats:
         """Deliver every line, or stop early (stats.stop_reason says why)."""
-        self._work = _batches(lines, self.options.batch_size, self._put_ids)
+        self._work = _batches(lines, self.options.batch_size)
         self._live = self.options.concurrency
         for i in range(self.options.concurrency):
             threading.Thread(target=self._worker, name=f"replay-{i}", daemon=True).start()
         # Wait with sleep, not Thread.join: on Python 3.11 a join interrupted by Ctrl-C or
-        # SIGTERM can mark a running thread as finished, and the journal would then be
+        # SIGTERM can mark a running thread as finished, and the state would then be
         # closed under a request still in flight.
         try:
             while self._live:
                 time.sleep(0.05)
                 self._progress()
         except KeyboardInterrupt:
-            self._halt("interrupted", "interrupted: in-flight requests were allowed to finish")
+            self._halt(StopReason.INTERRUPTED, "interrupted")
             while self._live:
                 time.sleep(0.01)
         self.stats.throttled = self.limiter.throttled
         self._progress()
         return self.stats
 
-    def _halt(self, reason: str, detail: str) -> None:
+    def _halt(self, reason: StopReason, detail: str) -> None:
         with self._lock:
             if self.stats.stop_reason is None:
                 self.stats.stop_reason = reason
                 self.stats.stop_detail = detail
         self.stop.set()
 
-    def _next_batch(self) -> Batch | None:
+    def _next_batch(self) -> list[tuple[Send, bytes]] | None:
         with self._lock:
             if self.stop.is_set() or self._work is None:
                 return None
             return next(self._work, None)
 
     def _worker(self) -> None:
-        as_array = self.options.batch_size > 1
         try:
             while (batch := self._next_batch()) is not None:
-                self._deliver(batch, as_array)
+                self._deliver(self._request(batch))
         except BaseException as exc:  # never die silently: stop the run and say why
-            self._halt("error", f"worker failed: {type(exc).__name__}: {exc}")
+            self._halt(StopReason.ERROR, f"worker failed: {type(exc).__name__}: {exc}")
         finally:
             with self._lock:
                 self._live -= 1
 
-    # -- one batch ----------------------------------------------------------------------
+    # -- one request ------------------------------------------------------------------
 
-    def _deliver(self, batch: Batch, as_array: bool) -> None:
-        """Send one request (an object, or Portkey's array form) until it has an outcome."""
-        lines = [number for number, _ in batch]
+    def _request(self, batch: list[tuple[Send, bytes]]) -> Request:
+        sends = [send for send, _ in batch]
         raws = [raw for _, raw in batch]
-        put_id = self._put_ids.get(lines[0]) if len(batch) == 1 else None
-        if put_id is not None:  # a changed rating: update what Portkey has (idempotent)
-            body = _without_trace_id(raws[0])
-        else:
-            body = b"[" + b",".join(raws) + b"]" if as_array else raws[0]
+        if sends[0].put_id is not None:  # a changed rating: update what Portkey has
+            return Request(sends, raws, "PUT", _without_trace_id(raws[0]))
+        body = b"[" + b",".join(raws) + b"]" if self.options.batch_size > 1 else raws[0]
+        return Request(sends, raws, "POST", body)
+
+    def _deliver(self, request: Request) -> None:
+        """Send one request until it has an outcome, or the run stops."""
         attempt = 0
         while True:
             if not self.limiter.acquire(self.stop):
                 return  # stopped before sending: nothing in flight
-            self.journal.send(lines)
-            sent_at = time.monotonic()
-            if put_id is not None:
-                reply = self.client.put(put_id, body)
-                if reply.status is not None and 200 <= reply.status < 300:
-                    reply.feedback_ids = [put_id]
-            else:
-                reply = self.client.post(body, len(lines))
-            verdict = classify(reply.status) if reply.status is not None else Verdict.RETRY
-            if reply.tls_failure or verdict is Verdict.AUTH:
-                # stop everyone: a bad certificate or key will not fix itself (and the
-                # request was not stored: nothing sent, or refused)
-                self.journal.retry(lines, reply.describe(), ambiguous=False)
-                self._halt("tls" if reply.tls_failure else "auth", reply.describe())
-                return
-            if verdict is Verdict.OK:
-                self._acknowledge(lines, reply)
-                return
-            if verdict is Verdict.FAIL:
-                self._refused(batch, reply)
-                return
+            reply, sent_at = self._attempt(request)
+            outcome, reason = judge_reply(reply, request.method)
+            if outcome is Outcome.ACKED:
+                return self._acknowledge(request, reply)
+            if outcome is Outcome.REFUSED:
+                return self._refused(request, reply)
+            if outcome is Outcome.STOP:
+                assert reason is not None
+                return self._stopped(request, reply, reason)
             attempt += 1
-            self.journal.retry(lines, reply.describe(), ambiguous=reply.ambiguous)
-            with self._lock:
-                self.stats.retried += 1
-                if reply.ambiguous:
-                    self.stats.possible_duplicates.update(lines)
-            retry_after = parse_retry_after(reply.retry_after)
-            if reply.status == 429:
-                pause = min(retry_after, self.options.max_retry_after) if retry_after else None
-                self.limiter.throttle(pause, self._accepted_rate(), sent_at)
-            if attempt > self.options.retries:
-                self._halt(
-                    "gave-up",
-                    f"gave up after {attempt} attempts on line {lines[0] + 1}: {reply.describe()}",
-                )
-                return
-            delay = backoff_delay(
-                attempt - 1,
-                base=self.options.backoff_base,
-                cap=self.options.backoff_cap,
-                retry_after=retry_after,
-                max_retry_after=self.options.max_retry_after,
-                rng=self._rng,
-            )
-            if self.stop.wait(delay):
-                return  # interrupted while backing off: the journal already says retry
+            delay = self._retry_delay(request, reply, attempt, sent_at)
+            if delay is None or self.stop.wait(delay):
+                return  # gave up, or interrupted while backing off: the state says so
 
-    def _acknowledge(self, lines: list[int], reply: Reply) -> None:
-        ids = reply.feedback_ids or []
-        self.journal.ack(lines, ids)
-        if self._on_ack is not None:
-            for i, line in enumerate(lines):
-                self._on_ack(line, ids[i] if i < len(ids) else None)
+    def _attempt(self, request: Request) -> tuple[Reply, float]:
+        """Record the intent, then send: a kill at any point leaves the state knowing."""
+        self.state.intend(request.ratings, request.method, self._approved_by)
+        self.journal.send(request.lines, request.method)
+        sent_at = time.monotonic()
+        put_id = request.sends[0].put_id
+        if put_id is not None:
+            return self.client.put(put_id, request.body), sent_at
+        return self.client.post(request.body, len(request.sends)), sent_at
+
+    def _retry_delay(
+        self, request: Request, reply: Reply, attempt: int, sent_at: float
+    ) -> float | None:
+        """After a retryable outcome: record it, slow down on 429, and say how long to wait
+        before the next attempt (None: retries are used up and the run stops)."""
+        if not reply.ambiguous:
+            self.state.answered(request.ratings, request.method)
+        self.journal.retry(request.lines, reply.describe(), ambiguous=reply.ambiguous)
+        with self._lock:
+            self.stats.retried += 1
+            if reply.ambiguous and request.method == "POST":
+                self.stats.unanswered += 1
+        retry_after = parse_retry_after(reply.retry_after)
+        if reply.status == 429:
+            pause = min(retry_after, self.options.max_retry_after) if retry_after else None
+            self.limiter.throttle(pause, self._accepted_rate(), sent_at)
+        if attempt > self.options.retries:
+            self._halt(
+                StopReason.GAVE_UP,
+                f"gave up after {attempt} attempts on line {request.lines[0] + 1}: "
+                f"{reply.describe()}",
+            )
+            return None
+        return backoff_delay(
+            attempt - 1,
+            base=self.options.backoff_base,
+            cap=self.options.backoff_cap,
+            retry_after=retry_after,
+            max_retry_after=self.options.max_retry_after,
+            rng=self._rng,
+        )
+
+    def _acknowledge(self, request: Request, reply: Reply) -> None:
+        ids: list[str | None] = list(reply.feedback_ids or [])
+        if request.method == "PUT":
+            ids = [request.sends[0].put_id]
+        ids += [None] * (len(request.sends) - len(ids))
+        extra = self.state.acknowledged(request.ratings, ids, request.method)
+        self.journal.ack(request.lines, [i or "" for i in ids])
         now = time.monotonic()
         with self._lock:
-            self.stats.acked += len(lines)
+            if request.method == "PUT":
+                self.stats.updated += len(request.sends)
+            else:
+                self.stats.posted += len(request.sends)
+            self.stats.extra_copies += extra
             self._acks.append(now)  # requests, not lines: the server limits requests
             if self._first_ack is None:
                 self._first_ack = now
@@ -241,21 +362,41 @@ class Deliverer:
                 self._acks.popleft()
         self.limiter.succeeded()
 
-    def _refused(self, batch: Batch, reply: Reply) -> None:
-        """A 4xx for a batch: find the bad lines by sending them one by one."""
-        lines = [number for number, _ in batch]
-        if len(batch) > 1:
-            self.journal.retry(lines, f"batch refused ({reply.describe()}); splitting", False)
-            for item in batch:
+    def _refused(self, request: Request, reply: Reply) -> None:
+        """A 4xx for a payload; a refused batch is split to find the bad lines."""
+        if len(request.sends) > 1:
+            self.state.answered(request.ratings, request.method)
+            self.journal.retry(request.lines, f"batch refused ({reply.describe()}); splitting", False)
+            for send, raw in zip(request.sends, request.raws, strict=True):
                 if self.stop.is_set():
                     return
-                self._deliver([item], as_array=False)
+                self._deliver(Request([send], [raw], "POST", raw))
             return
-        number, raw = batch[0]
-        self.failed.add(number, raw, reply)
-        self.journal.fail([number], reply.status)
+        send = request.sends[0]
+        self.state.refused(send.rating, request.method, reply.status, reply.describe())
+        self.failed.add(send.line, request.raws[0], reply, self.state.endpoint)
+        self.journal.fail([send.line], reply.status)
         with self._lock:
-            self.stats.failed += 1
+            self.stats.refused += 1
+
+    def _stopped(self, request: Request, reply: Reply, reason: StopReason) -> None:
+        """A configuration failure: answered (or never sent), so nothing was stored."""
+        self.state.answered(request.ratings, request.method)
+        self.journal.retry(request.lines, reply.describe(), ambiguous=False)
+        url = self.client.put_url(request.sends[0].put_id or "") if request.method == "PUT" else (
+            self.client.url
+        )  # fmt: skip
+        if reason is StopReason.REDIRECT:
+            where = urlsplit(reply.location or "").netloc or "the same host"
+            detail = f"{request.method} {url} answered HTTP {reply.status}, a redirect to {where}"
+        elif reason is StopReason.WRONG_URL:
+            what = f"HTTP {reply.status}"
+            if reply.status is not None and 200 <= reply.status < 300:
+                what += " without Portkey's JSON answer"
+            detail = f"{request.method} {url} answered {what}"
+        else:
+            detail = reply.describe()
+        self._halt(reason, detail)
 
     def _accepted_rate(self) -> float | None:
         """Requests per second the server acknowledged over the last second."""
@@ -280,12 +421,12 @@ def _without_trace_id(raw: bytes) -> bytes:
 
 
 def _batches(
-    lines: Iterator[tuple[int, bytes]], size: int, singles: dict[int, str]
-) -> Iterator[Batch]:
-    """Consecutive POST lines in groups of `size`; lines in `singles` (PUTs) alone."""
-    batch: Batch = []
+    lines: Iterator[tuple[Send, bytes]], size: int
+) -> Iterator[list[tuple[Send, bytes]]]:
+    """Consecutive POST lines in groups of `size`; PUTs alone."""
+    batch: list[tuple[Send, bytes]] = []
     for item in lines:
-        if item[0] in singles:
+        if item[0].put_id is not None:
             if batch:
                 yield batch
                 batch = []

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,8 +26,11 @@ class FeedbackFile:
     bytes: int
 
 
-def scan_feedback(path: Path) -> FeedbackFile:
-    """Hash the file and check every line against the Portkey payload schema."""
+def scan_feedback(
+    path: Path, visit: Callable[[int, Any, bytes], None] | None = None
+) -> FeedbackFile:
+    """Hash the file and check every line against the Portkey payload schema; `visit` sees
+    each (0-based line number, payload, raw line) so callers need not parse it again."""
     validator = RecordValidator(PORTKEY_SCHEMA)
     digest = hashlib.sha256()
     count = size = 0
@@ -48,6 +51,8 @@ def scan_feedback(path: Path) -> FeedbackFile:
                     f"{path}: line {number}: not a Portkey feedback payload: {where}: "
                     f"{first.message}"
                 )
+            if visit is not None:
+                visit(number - 1, payload, raw)
     return FeedbackFile(path, digest.hexdigest(), count, size)
 
 

@@ -1,20 +1,19 @@
-"""The append-only delivery journal that makes replay resumable without losing a rating.
+"""The per-file audit journal: what each replay run of FEEDBACK.jsonl did, line by line.
 
-One JSON object per line, beside the input (FEEDBACK.journal.jsonl):
+It records history for people; it is never read to decide what to send. That is the delivery
+state's job (delivery_state.py), which is per endpoint and shared by every file. One JSON
+object per line, beside the input (FEEDBACK.journal.jsonl):
 
-    {"t": "header", "version": 1, "input": NAME, "input_sha256": HEX, "lines": N}
-    {"t": "run", "pid": ..., "started": ISO}          each invocation
-    {"t": "send", "lines": [3, 4]}                     before the request leaves
+    {"t": "header", "version": 2, "input": NAME, "input_sha256": HEX, "lines": N}
+    {"t": "run", "pid": ..., "started": ISO, "options": {...}}   each invocation
+    {"t": "send", "lines": [3, 4], "method": "POST"}              before the request leaves
     {"t": "retry", "lines": [3, 4], "why": "HTTP 429", "ambiguous": false}
-    {"t": "ack", "lines": [3, 4], "ids": ["fb_1", "fb_2"]}   after Portkey confirmed
-    {"t": "fail", "lines": [5], "status": 400}         refused; details in FEEDBACK.failed.jsonl
-    {"t": "end", "reason": "complete" | "interrupted" | "auth" | "gave-up"}
+    {"t": "ack", "lines": [3, 4], "ids": ["fb_1", "fb_2"]}        after Portkey confirmed
+    {"t": "fail", "lines": [5], "status": 400}                    refused; see FEEDBACK.failed.jsonl
+    {"t": "end", "reason": "complete" | "interrupted" | "auth" | ...}
 
-Every event is one write(2) on an O_APPEND descriptor, so it survives the process being
-killed; fsync happens in groups (every `fsync_every` events or `fsync_seconds`) and at exit,
-which covers power loss up to the last group. A `send` without a later `ack` or `fail` is a
-line whose fate is unknown: it was in flight when a run died. A torn last line (power loss
-mid-write) is ignored.
+Each event is one write(2) on an O_APPEND descriptor; fsync in groups and at exit. A journal
+written for another version of the file (regenerated) is set aside with a timestamp.
 """
 
 from __future__ import annotations
@@ -23,31 +22,41 @@ import json
 import os
 import threading
 import time
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from owui_replay.errors import InputError
 
-JOURNAL_VERSION = 1
+JOURNAL_VERSION = 2  # 1: 0.1.0, when the journal was also the resume state; still appendable
+READABLE_VERSIONS = frozenset({1, 2})
 
 
-@dataclass
-class JournalState:
-    """What earlier runs achieved, read back from the journal."""
+def set_aside(path: Path) -> Path:
+    """Rename an old journal out of the way, keeping it for the audit trail."""
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+    target = path.with_name(f"{path.name}.{stamp}")
+    os.replace(path, target)
+    return target
 
-    acked: dict[int, str | None] = field(default_factory=dict)  # line -> Portkey feedback id
-    failed: set[int] = field(default_factory=set)
-    in_flight: set[int] = field(default_factory=set)  # last event was `send`
-    ambiguous: set[int] = field(default_factory=set)  # a request went unanswered
-    runs: int = 0
 
-    @property
-    def uncertain(self) -> set[int]:
-        """Neither acknowledged nor refused, and maybe stored: in flight when a run died,
-        or left after a request that got no answer."""
-        return (self.in_flight | self.ambiguous) - self.acked.keys() - self.failed
+def journal_header(path: Path) -> dict[str, Any]:
+    """The header of an existing journal; a clear error for a damaged or newer one."""
+    with open(path, "rb") as handle:
+        first = handle.readline()
+    try:
+        header = json.loads(first)
+    except ValueError:
+        raise InputError(f"{path}: not an owui-replay journal (line 1 is not JSON)") from None
+    if not isinstance(header, dict) or header.get("t") != "header":
+        raise InputError(f"{path}: not an owui-replay journal (no header)")
+    version = header.get("version")
+    if version not in READABLE_VERSIONS:
+        raise InputError(
+            f"{path}: journal format {version!r} is not one this owui-replay writes "
+            f"({sorted(READABLE_VERSIONS)}); move it away or upgrade owui-replay"
+        )
+    return header
 
 
 class Journal:
@@ -62,15 +71,16 @@ class Journal:
         fsync_seconds: float = 0.5,
     ) -> None:
         self.path = path
-        self.state = JournalState()
+        self.set_aside_as: Path | None = None
         self._lock = threading.Lock()
         self._fsync_every = fsync_every
         self._fsync_seconds = fsync_seconds
         self._unsynced = 0
         self._last_sync = time.monotonic()
+        if path.exists() and path.stat().st_size > 0:
+            if journal_header(path).get("input_sha256") != input_sha256:
+                self.set_aside_as = set_aside(path)  # a regenerated file: a new history
         existing = path.exists() and path.stat().st_size > 0
-        if existing:
-            self.state = read_journal(path, input_sha256)
         self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         if not existing:
             self._write(
@@ -84,8 +94,8 @@ class Journal:
         self._write({"t": "run", "pid": os.getpid(), "started": started, "options": options})
         self.sync()
 
-    def send(self, lines: list[int]) -> None:
-        self._write({"t": "send", "lines": lines})
+    def send(self, lines: list[int], method: str) -> None:
+        self._write({"t": "send", "lines": lines, "method": method})
 
     def retry(self, lines: list[int], why: str, ambiguous: bool) -> None:
         self._write({"t": "retry", "lines": lines, "why": why, "ambiguous": ambiguous})
@@ -122,46 +132,3 @@ class Journal:
             self.sync()
             os.close(self._fd)
             self._fd = -1
-
-
-def read_journal(path: Path, input_sha256: str | None = None) -> JournalState:
-    """Replay the journal's events; refuses a journal written for different input."""
-    state = JournalState()
-    with open(path, "rb") as handle:
-        raw_lines = handle.read().split(b"\n")
-    if raw_lines and raw_lines[-1] == b"":
-        raw_lines.pop()
-    elif raw_lines:
-        raw_lines.pop()  # a torn last write: the event never completed
-    for number, raw in enumerate(raw_lines, 1):
-        try:
-            event = json.loads(raw)
-        except ValueError:
-            raise InputError(f"{path}: line {number} is not JSON; the journal is damaged") from None
-        kind = event.get("t")
-        if number == 1:
-            if kind != "header":
-                raise InputError(f"{path}: not an owui-replay journal (no header)")
-            if input_sha256 is not None and event.get("input_sha256") != input_sha256:
-                raise InputError(
-                    f"{path}: this journal belongs to a different version of "
-                    f"{event.get('input')} (sha256 {str(event.get('input_sha256'))[:12]}…); "
-                    "move it away, or pass --restart to start over"
-                )
-        elif kind == "send":
-            state.in_flight.update(event["lines"])
-        elif kind == "ack":
-            ids = event.get("ids") or []
-            for i, line in enumerate(event["lines"]):
-                state.acked[line] = ids[i] if i < len(ids) else None
-            state.in_flight.difference_update(event["lines"])
-        elif kind == "fail":
-            state.failed.update(event["lines"])
-            state.in_flight.difference_update(event["lines"])
-        elif kind == "retry":  # the attempt has an outcome: refused for now, or unanswered
-            state.in_flight.difference_update(event["lines"])
-            if event.get("ambiguous"):
-                state.ambiguous.update(event["lines"])
-        elif kind == "run":
-            state.runs += 1
-    return state

@@ -2,22 +2,23 @@
 
 Built on requests directly: the official SDK sets no timeout, retries 5xx at once (which
 duplicates feedback) and never retries 429. Retrying is the caller's job (delivery.py).
+Redirects are never followed: the key must not reach another host, and a redirected POST
+is a configuration problem to fix, not to work around.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
+from urllib3.exceptions import MaxRetryError, NewConnectionError
 
 from owui_replay import __version__
 from owui_replay.secrets import Secret
 
-DEFAULT_BASE_URL = "https://api.portkey.ai/v1"
 BODY_LIMIT = 2000
 
 
@@ -32,6 +33,8 @@ class Reply:
     error: str | None = None
     sent: bool = True  # False only when the request surely never reached the server
     tls_failure: bool = False  # certificate or handshake failure: retrying will not help
+    location: str | None = None  # a 3xx's Location header
+    portkey_shaped: bool = True  # a 2xx body is Portkey's JSON object, not a web page
 
     @property
     def ambiguous(self) -> bool:
@@ -47,18 +50,30 @@ class Reply:
 
 def error_message(body: str) -> str:
     """Portkey's two error shapes ({success:false,data:{message}} and {status,message})."""
+    parsed = _json_object(body)
+    if parsed is None:
+        return body[:200]
+    data = parsed.get("data")
+    if isinstance(data, dict) and data.get("message"):
+        code = f" ({data['errorCode']})" if data.get("errorCode") else ""
+        return f"{data['message']}{code}"
+    if parsed.get("message"):
+        return str(parsed["message"])
+    return body[:200]
+
+
+def is_portkey_error(body: str) -> bool:
+    """True for one of Portkey's JSON error bodies (not an HTML page or a proxy's text)."""
+    parsed = _json_object(body)
+    return parsed is not None and ("data" in parsed or "message" in parsed)
+
+
+def _json_object(body: str) -> dict | None:
     try:
         parsed = json.loads(body)
     except ValueError:
-        return body[:200]
-    if isinstance(parsed, dict):
-        data = parsed.get("data")
-        if isinstance(data, dict) and data.get("message"):
-            code = f" ({data['errorCode']})" if data.get("errorCode") else ""
-            return f"{data['message']}{code}"
-        if parsed.get("message"):
-            return str(parsed["message"])
-    return body[:200]
+        return None
+    return parsed if isinstance(parsed, dict) else None
 
 
 class PortkeyClient:
@@ -92,13 +107,21 @@ class PortkeyClient:
     def post(self, body: bytes, expected_ids: int) -> Reply:
         return self._send("POST", self.url, body, expected_ids)
 
+    def put_url(self, feedback_id: str) -> str:
+        return f"{self.url}/{quote(feedback_id, safe='')}"
+
     def put(self, feedback_id: str, body: bytes) -> Reply:
-        return self._send("PUT", f"{self.url}/{quote(feedback_id, safe='')}", body, 0)
+        return self._send("PUT", self.put_url(feedback_id), body, 0)
 
     def _send(self, method: str, url: str, body: bytes, expected_ids: int) -> Reply:
         try:
             response = self.session.request(
-                method, url, data=body, timeout=self.timeout, verify=self.verify
+                method,
+                url,
+                data=body,
+                timeout=self.timeout,
+                verify=self.verify,
+                allow_redirects=False,
             )
         except requests.exceptions.ConnectTimeout:
             return Reply(None, error="connect timeout", sent=False)
@@ -106,49 +129,49 @@ class PortkeyClient:
             error = self._key.redact(f"TLS error: {_short(exc)}")
             return Reply(None, error=error, sent=False, tls_failure=True)
         except requests.exceptions.ConnectionError as exc:
-            sent = not _refused(exc)
-            return Reply(None, error=self._key.redact(_short(exc)), sent=sent)
+            return Reply(None, error=self._key.redact(_short(exc)), sent=not never_connected(exc))
         except requests.exceptions.Timeout:
             return Reply(None, error="read timeout (the server may have stored it)")
         except requests.exceptions.RequestException as exc:
             return Reply(None, error=self._key.redact(_short(exc)))
         text = self._key.redact(response.text[:BODY_LIMIT])
         reply = Reply(response.status_code, text, response.headers.get("Retry-After"))
-        if 200 <= response.status_code < 300:
-            reply.feedback_ids = _feedback_ids(response, expected_ids)
+        if 300 <= response.status_code < 400:
+            reply.location = response.headers.get("Location")
+        elif 200 <= response.status_code < 300:
+            parsed = _json_object(response.text)
+            reply.portkey_shaped = parsed is not None and (
+                "feedback_ids" in parsed or "status" in parsed or "success" in parsed
+            )
+            reply.feedback_ids = _feedback_ids(parsed, expected_ids)
         return reply
 
     def close(self) -> None:
         self.session.close()
 
 
-def _feedback_ids(response: requests.Response, expected: int) -> list[str]:
-    try:
-        parsed = response.json()
-    except ValueError:
-        return []
-    ids = parsed.get("feedback_ids") if isinstance(parsed, dict) else None
+def _feedback_ids(parsed: dict | None, expected: int) -> list[str]:
+    ids = parsed.get("feedback_ids") if parsed is not None else None
     if not isinstance(ids, list):
         return []
     return [str(i) for i in ids][: expected or None]
 
 
-def _refused(exc: Exception) -> bool:
-    """True when the connection was never established, so nothing was sent."""
-    text = repr(exc)
-    return any(
-        marker in text
-        for marker in ("Connection refused", "NewConnectionError", "Name or service not known",
-                       "nodename nor servname", "Failed to resolve")
-    )  # fmt: skip
+def never_connected(exc: requests.exceptions.ConnectionError) -> bool:
+    """True when the TCP connection was never established (refused, no route, DNS), so no
+    byte of the request left: urllib3 raises NewConnectionError (NameResolutionError is one)
+    before sending, and ProtocolError or a reset only after."""
+    reason = exc.args[0] if exc.args else None
+    if isinstance(reason, MaxRetryError):
+        reason = reason.reason
+    return isinstance(reason, NewConnectionError)
+
+
+def same_host(url: str, location: str) -> bool:
+    target = urlsplit(location)
+    return not target.netloc or target.netloc.lower() == urlsplit(url).netloc.lower()
 
 
 def _short(exc: Exception) -> str:
     text = str(exc)
     return text if len(text) <= 300 else text[:299] + "…"
-
-
-def dumps_body(payloads: list[dict[str, Any]], batch: bool) -> bytes:
-    """The request body: one object, or Portkey's array form for batches."""
-    obj: Any = payloads if batch else payloads[0]
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")

@@ -1,240 +1,226 @@
-"""The replay job: check the handoff, plan from the journal, deliver, summarise."""
+"""The replay job: check the handoff, plan against the delivery state, deliver, summarise."""
 
 from __future__ import annotations
 
 import json
-import os
+from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any
 
-from owui_replay.delivery import Deliverer, DeliveryOptions, DeliveryStats, FailedFile
+from owui_replay.delivery import (
+    Deliverer,
+    DeliveryOptions,
+    DeliveryStats,
+    FailedFile,
+    Send,
+    stop_outcome,
+)
+from owui_replay.delivery_state import (
+    DeliveryState,
+    LineState,
+    Rating,
+    default_state_path,
+    judge,
+    rating_of,
+)
 from owui_replay.errors import ExitCode, UsageError
 from owui_replay.feedback_file import FeedbackFile, check_manifest, iter_lines, scan_feedback
 from owui_replay.handoff import HandoffPaths
-from owui_replay.journal import Journal, JournalState, read_journal
-from owui_replay.ledger import Ledger
+from owui_replay.journal import Journal, set_aside
 from owui_replay.portkey_client import PortkeyClient
 from owui_replay.progress import is_terminal
 from owui_replay.secrets import Secret
 
 
 @dataclass(frozen=True)
-class Identity:
-    """What the ledger needs of a line: whose rating, which version, what value."""
-
-    feedback_id: str
-    updated_at: int
-    value: int
-    trace_id: str
-
-
-def line_identity(raw: bytes) -> Identity | None:
-    payload = json.loads(raw)
-    metadata = payload.get("metadata") or {}
-    feedback_id, updated_at = metadata.get("feedback_id"), metadata.get("updated_at")
-    if not feedback_id or not str(updated_at or "").isdigit():
-        return None  # not from convert (or trimmed with --drop-metadata): no ledger logic
-    return Identity(feedback_id, int(updated_at), payload["value"], payload["trace_id"])
-
-
-@dataclass
-class LedgerPlan:
-    """The ledger's say on the lines a run would send."""
-
-    put_ids: dict[int, str] = field(default_factory=dict)
-    identities: dict[int, Identity] = field(default_factory=dict)
-    unchanged: int = 0
-    stale: int = 0
-    changed_without_id: int = 0  # changed, but Portkey never told us which feedback to update
-
-
-def apply_ledger(feedback: Path, plan: Plan, state: JournalState, ledger: Ledger) -> LedgerPlan:
-    """Rebuild the ledger from this file's journal acks, then drop lines Portkey already has
-    and turn changed ratings into updates. One pass over the file."""
-    result = LedgerPlan()
-    sending = set(plan.send)
-    wanted = sending | set(state.acked)
-    keep: list[int] = []
-    for number, raw in iter_lines(feedback, wanted):
-        identity = line_identity(raw)
-        if identity is None:
-            if number in sending:
-                keep.append(number)
-            continue
-        if number in state.acked:
-            ledger.record(identity.feedback_id, state.acked[number] or "",
-                          identity.updated_at, identity.value, identity.trace_id)  # fmt: skip
-        if number not in sending:
-            continue
-        known = ledger.lookup(identity.feedback_id)
-        if known is None:
-            keep.append(number)
-        elif known.updated_at < identity.updated_at and not known.portkey_id:
-            result.changed_without_id += 1  # posting again would duplicate it
-            continue
-        elif known.updated_at < identity.updated_at:
-            result.put_ids[number] = known.portkey_id
-            keep.append(number)
-        elif known.updated_at == identity.updated_at:
-            result.unchanged += 1
-            continue
-        else:
-            result.stale += 1
-            continue
-        result.identities[number] = identity
-    plan.send = keep
-    plan.uncertain &= set(keep)
-    plan.ledger_skipped = result.unchanged + result.stale + result.changed_without_id
-    return result
-
-
-@dataclass(frozen=True)
 class ReplaySettings:
-    base_url: str
+    base_url: str  # normalised (urls.checked_base_url): also the endpoint's identity
     delivery: DeliveryOptions = field(default_factory=DeliveryOptions)
     timeout: float = 30.0
     verify_tls: bool | str = True
     verify_manifest: bool = True
-    restart: bool = False
+    restart: bool = False  # set the audit journal aside; the delivery state still applies
     start_offset: int = 0
     uncertain: str = "resend"  # or "skip"
-    ledger: Path | None = None  # None: no ledger
+    retry_refused: bool = False
+    state_path: Path | None = None  # None: default_state_path()
+    power_safe: bool = False  # fsync the delivery state on every commit
+    approved_by: str = ""  # principals who approved the handoff, recorded with each rating
+
+    @property
+    def state_file(self) -> Path:
+        return self.state_path or default_state_path()
 
 
 @dataclass
 class Plan:
-    """Which lines this run sends, and why the others are not sent."""
+    """What this run sends to its endpoint, and why every other line is not sent."""
 
+    endpoint: str
     total: int
-    send: list[int]
-    below_offset: int
-    already_acked: int
-    previously_failed: int
-    uncertain: set[int]
-    uncertain_skipped: int
-    ledger_skipped: int = 0  # Portkey already has them (unchanged, stale or not updatable)
+    sends: list[Send] = field(default_factory=list)
+    states: Counter[LineState] = field(default_factory=Counter)
+    below_offset: int = 0
+    superseded: int = 0  # the same rating on two lines of the file: only the newest is sent
+    uncertain_resent: int = 0
+    uncertain_skipped: int = 0
+    maybe_copies: int = 0  # unanswered POSTs behind the uncertain ratings resent
+
+    @property
+    def posts(self) -> int:
+        return sum(1 for s in self.sends if s.put_id is None)
+
+    @property
+    def puts(self) -> int:
+        return len(self.sends) - self.posts
 
     @property
     def done_before(self) -> int:
-        return self.below_offset + self.already_acked + self.previously_failed + self.ledger_skipped
+        return self.total - len(self.sends)
 
-    def resume_note(self, paths: HandoffPaths) -> str:
-        """Said before sending, so even a run that is killed has reported what it resends."""
-        note = (
-            f"resuming from {paths.journal.name}: {self.already_acked} acknowledged earlier, "
-            f"{len(self.send)} to send, uncertain resent: {len(self.uncertain)}"
-        )
+    def announcement(self) -> str | None:
+        """Said before anything is sent, so even a run that is later killed has said it."""
+        if not (self.uncertain_resent or self.uncertain_skipped):
+            return None
         if self.uncertain_skipped:
-            note += f", uncertain skipped: {self.uncertain_skipped}"
-        if self.uncertain or self.uncertain_skipped:
-            note += " (in flight when an earlier run stopped: Portkey may already have them)"
-        return note
+            return (
+                f"{self.endpoint}: uncertain skipped: {self.uncertain_skipped} ratings whose "
+                "earlier POST got no answer (Portkey may or may not hold them; --uncertain "
+                "resend sends them)"
+            )
+        return (
+            f"{self.endpoint}: uncertain resent: {self.uncertain_resent} ratings whose earlier "
+            f"POST got no answer (a killed run or a timeout): Portkey may already hold them, so "
+            f"it may end with up to {self.maybe_copies} extra copies"
+        )
 
 
-def make_plan(lines: int, state: JournalState, start_offset: int, uncertain_mode: str) -> Plan:
-    uncertain = state.uncertain
-    send, below, acked, failed, skipped = [], 0, 0, 0, 0
-    for number in range(lines):
-        if number < start_offset:
-            below += 1
-        elif number in state.acked:
-            acked += 1
-        elif number in state.failed:
-            failed += 1
-        elif number in uncertain and uncertain_mode == "skip":
-            skipped += 1
-        else:
-            send.append(number)
-    return Plan(lines, send, below, acked, failed, uncertain & set(send), skipped)
+def plan_lines(
+    feedback: Path, settings: ReplaySettings, state: DeliveryState
+) -> tuple[FeedbackFile, Plan]:
+    """Check every line (schema, manifest) and judge it against the endpoint's state."""
+    newest: dict[str, tuple[int, Rating]] = {}
+    plan = Plan(state.endpoint, 0)
+
+    def visit(number: int, payload: Any, raw: bytes) -> None:
+        if number < settings.start_offset:
+            plan.below_offset += 1
+            return
+        rating = rating_of(payload, raw)
+        earlier = newest.get(rating.key)
+        if earlier is not None:
+            plan.superseded += 1
+            if earlier[1].updated_at > rating.updated_at:
+                return
+        newest[rating.key] = (number, rating)
+
+    scanned = scan_feedback(feedback, visit)
+    if settings.start_offset > scanned.lines:
+        raise UsageError(
+            f"--start-offset {settings.start_offset} is past the end ({scanned.lines} lines)"
+        )
+    plan.total = scanned.lines
+    for number, rating in sorted(newest.values(), key=lambda item: item[0]):
+        known = state.lookup(rating.key)
+        verdict = judge(rating, known, retry_refused=settings.retry_refused)
+        plan.states[verdict] += 1
+        if verdict is LineState.NEW:
+            plan.sends.append(Send(number, rating))
+        elif verdict is LineState.CHANGED:
+            assert known is not None
+            plan.sends.append(Send(number, rating, put_id=known.portkey_id))
+        elif verdict is LineState.UNCERTAIN and settings.uncertain == "skip":
+            plan.uncertain_skipped += 1
+        elif verdict is LineState.UNCERTAIN:
+            assert known is not None
+            plan.uncertain_resent += 1
+            plan.maybe_copies += known.unknown
+            plan.sends.append(Send(number, rating))
+    return scanned, plan
 
 
 @dataclass
 class ReplayResult:
     plan: Plan
-    stats: DeliveryStats | None
+    stats: DeliveryStats | None  # None: a dry run
     paths: HandoffPaths
-    ledger: LedgerPlan | None = None
 
     @property
     def exit_code(self) -> ExitCode:
-        if self.stats is None:
+        stats = self.stats
+        if stats is None:
             return ExitCode.OK
-        reason = self.stats.stop_reason
-        if reason == "interrupted":
-            return ExitCode.INTERRUPTED
-        if reason == "auth":
-            return ExitCode.AUTH
-        if reason or self.stats.failed or self.plan.uncertain_skipped:
+        if stats.stop_reason is not None:
+            return stop_outcome(stats.stop_reason, stats.stop_detail, self.plan.endpoint)[0]
+        if stats.refused or self.plan.uncertain_skipped:
             return ExitCode.DELIVERY_FAILED
         return ExitCode.OK
 
+    def stop_message(self) -> str | None:
+        stats = self.stats
+        if stats is None or stats.stop_reason is None:
+            return None
+        return stop_outcome(stats.stop_reason, stats.stop_detail, self.plan.endpoint)[1]
+
+    @property
+    def not_delivered(self) -> int:
+        """Lines this run meant to send that have no outcome yet (run again to resume)."""
+        if self.stats is None:
+            return 0
+        return len(self.plan.sends) - self.stats.acked - self.stats.refused
+
     def summary(self) -> str:
-        plan, stats = self.plan, self.stats
+        plan, stats, states = self.plan, self.stats, self.plan.states
         parts = [f"{plan.total} lines"]
-        if stats is not None:
-            parts.append(f"{stats.acked} acknowledged now")
+        if stats is None:
+            parts.append(f"would POST {plan.posts}, PUT {plan.puts}")
         else:
-            parts.append(f"{len(plan.send)} to send")
-        if plan.already_acked:
-            parts.append(f"{plan.already_acked} acknowledged earlier")
+            parts.append(f"delivered now: {stats.posted} posted, {stats.updated} updated")
+        parts.append(f"already delivered: {states[LineState.DELIVERED]}")
+        if states[LineState.STALE]:
+            parts.append(f"older than what Portkey has: {states[LineState.STALE]}")
+        if states[LineState.NOT_UPDATABLE]:
+            parts.append(
+                "changed but not updatable (Portkey returned no feedback id): "
+                f"{states[LineState.NOT_UPDATABLE]}"
+            )
+        if stats is not None and stats.refused:
+            parts.append(f"refused: {stats.refused} (see {self.paths.failed.name})")
+        if states[LineState.REFUSED]:
+            parts.append(
+                f"refused earlier: {states[LineState.REFUSED]} (--retry-refused sends them again)"
+            )
         if plan.below_offset:
-            parts.append(f"{plan.below_offset} before --start-offset")
-        if self.ledger is not None:
-            parts.append(f"updates (PUT): {len(self.ledger.put_ids)}")
-            parts.append(f"unchanged since an earlier export: {self.ledger.unchanged}")
-            if self.ledger.stale:
-                parts.append(f"older than what Portkey has: {self.ledger.stale}")
-            if self.ledger.changed_without_id:
-                parts.append(
-                    f"changed but not updatable (Portkey returned no feedback id): "
-                    f"{self.ledger.changed_without_id}"
-                )
-        failed = plan.previously_failed + (stats.failed if stats else 0)
-        if failed:
-            parts.append(f"{failed} refused (see {self.paths.failed.name})")
-        parts.append(f"uncertain resent: {len(plan.uncertain)}")
+            parts.append(f"before --start-offset: {plan.below_offset}")
+        if plan.superseded:
+            parts.append(f"older copies of a rating in this file: {plan.superseded}")
+        parts.append(f"uncertain resent: {plan.uncertain_resent}")
         if plan.uncertain_skipped:
             parts.append(f"uncertain skipped: {plan.uncertain_skipped}")
         if stats is not None:
-            parts.append(f"possible duplicates from retries: {len(stats.possible_duplicates)}")
+            parts.append(f"extra copies Portkey may hold: {stats.extra_copies}")
             parts.append(f"retries: {stats.retried}")
             if stats.throttled:
                 parts.append(f"throttled (429): {stats.throttled}")
-            not_sent = len(plan.send) - stats.acked - stats.failed
-            if stats.stop_reason and not_sent > 0:
-                parts.append(f"{not_sent} not acknowledged yet (run again to resume)")
-        return ", ".join(parts)
+            if stats.stop_reason is not None and self.not_delivered > 0:
+                parts.append(f"not delivered yet: {self.not_delivered} (run again to resume)")
+        return f"{plan.endpoint}: " + ", ".join(parts)
 
 
-def prepare(
-    feedback: Path, settings: ReplaySettings, *, dry_run: bool, warnings: list[str]
-) -> tuple[
-    FeedbackFile, HandoffPaths, JournalState
-]:  # fmt: skip
-    """Check the file and its manifest, and read what earlier runs did."""
+def _checked(
+    feedback: Path, settings: ReplaySettings, state: DeliveryState, warnings: list[str]
+) -> tuple[FeedbackFile, Plan]:
     if settings.start_offset < 0:
         raise UsageError("--start-offset must be 0 or more")
-    scanned = scan_feedback(feedback)
+    scanned, plan = plan_lines(feedback, settings, state)
     manifest = check_manifest(scanned) if settings.verify_manifest else None
     if settings.verify_manifest and manifest is None:
         warnings.append(
             f"no {HandoffPaths.for_output(feedback).manifest.name} beside {feedback.name}: "
             "sending without checking it against convert's hashes"
         )
-    paths = HandoffPaths.for_output(feedback)
-    if settings.start_offset > scanned.lines:
-        raise UsageError(
-            f"--start-offset {settings.start_offset} is past the end ({scanned.lines} lines)"
-        )
-    state = JournalState()
-    if paths.journal.exists() and not settings.restart:
-        state = read_journal(paths.journal, scanned.sha256)
-    elif paths.journal.exists() and settings.restart and not dry_run:
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-        os.replace(paths.journal, paths.journal.with_name(f"{paths.journal.name}.{stamp}"))
-    return scanned, paths, state
+    return scanned, plan
 
 
 def replay(
@@ -245,16 +231,38 @@ def replay(
     stderr: IO[str],
     progress: bool | None = None,
 ) -> ReplayResult:
-    warnings: list[str] = []
-    scanned, paths, state = prepare(feedback, settings, dry_run=False, warnings=warnings)
-    for warning in warnings:
-        stderr.write(f"owui-replay: warning: {warning}\n")
-    plan = make_plan(scanned.lines, state, settings.start_offset, settings.uncertain)
-    ledger = Ledger(settings.ledger, settings.base_url) if settings.ledger else None
-    ledger_plan = apply_ledger(feedback, plan, state, ledger) if ledger else None
-    if state.runs:
-        stderr.write(f"owui-replay: {plan.resume_note(paths)}\n")
+    paths = HandoffPaths.for_output(feedback)
+    state = DeliveryState(settings.state_file, settings.base_url, durable=settings.power_safe)
+    try:
+        state.lock()
+        warnings: list[str] = []
+        scanned, plan = _checked(feedback, settings, state, warnings)
+        for warning in warnings:
+            stderr.write(f"owui-replay: warning: {warning}\n")
+        announcement = plan.announcement()
+        if announcement:
+            stderr.write(f"owui-replay: {announcement}\n")
         stderr.flush()
+        state.touch_endpoint()
+        if settings.restart and paths.journal.exists():
+            set_aside(paths.journal)
+        stats = _deliver(feedback, scanned, plan, paths, settings, state, api_key, stderr, progress)
+    finally:
+        state.close()
+    return ReplayResult(plan, stats, paths)
+
+
+def _deliver(
+    feedback: Path,
+    scanned: FeedbackFile,
+    plan: Plan,
+    paths: HandoffPaths,
+    settings: ReplaySettings,
+    state: DeliveryState,
+    api_key: Secret,
+    stderr: IO[str],
+    progress: bool | None,
+) -> DeliveryStats:
     journal = Journal(
         paths.journal, input_name=feedback.name, input_sha256=scanned.sha256, lines=scanned.lines
     )
@@ -268,63 +276,54 @@ def replay(
     )
     failed = FailedFile(paths.failed)
     bar = _bar(plan, stderr, progress)
-
-    def remember(line: int, portkey_id: str | None) -> None:
-        identity = ledger_plan.identities.get(line) if ledger_plan else None
-        if ledger is not None and identity is not None:
-            ledger.record(identity.feedback_id, portkey_id or "", identity.updated_at,
-                          identity.value, identity.trace_id)  # fmt: skip
-
     deliverer = Deliverer(
         client,
+        state,
         journal,
         failed,
         settings.delivery,
         on_progress=lambda s: _update(bar, plan, s),
-        on_ack=remember,
-        put_ids=ledger_plan.put_ids if ledger_plan else None,
+        approved_by=settings.approved_by,
     )
+    sends = {send.line: send for send in plan.sends}
     stats: DeliveryStats | None = None
     try:
-        stats = deliverer.run(iter_lines(feedback, set(plan.send)))
+        lines = ((sends[n], raw) for n, raw in iter_lines(feedback, sends.keys()))
+        stats = deliverer.run(lines)
+        return stats
     finally:
         bar.close()
         failed.close()
-        journal.end((stats.stop_reason if stats else None) or "complete")
+        reason = stats.stop_reason.value if stats and stats.stop_reason else "complete"
+        journal.end(reason if stats else "error")
         journal.close()
         client.close()
-        if ledger is not None:
-            ledger.close()
-    return ReplayResult(plan, stats, paths, ledger_plan)
 
 
 def dry_run(
     feedback: Path, settings: ReplaySettings, samples: int, stdout: IO[str]
 ) -> ReplayResult:
-    scanned, paths, state = prepare(feedback, settings, dry_run=True, warnings=[])
-    plan = make_plan(scanned.lines, state, settings.start_offset, settings.uncertain)
-    ledger_plan = None
-    if settings.ledger is not None and settings.ledger.exists():
-        ledger = Ledger(settings.ledger, settings.base_url)
-        try:
-            ledger_plan = apply_ledger(feedback, plan, state, ledger)
-        finally:
-            ledger.close()
-    for _number, raw in iter_lines(feedback, set(plan.send[:samples])):
+    with DeliveryState(settings.state_file, settings.base_url, create=False) as state:
+        _scanned, plan = _checked(feedback, settings, state, [])
+    wanted = {send.line for send in plan.sends[:samples]}
+    for _number, raw in iter_lines(feedback, wanted):
         stdout.write(json.dumps(json.loads(raw), ensure_ascii=False, indent=2) + "\n")
-    return ReplayResult(plan, None, paths, ledger_plan)
+    return ReplayResult(plan, None, HandoffPaths.for_output(feedback))
 
 
 def _journal_options(settings: ReplaySettings) -> dict[str, Any]:
     d = settings.delivery
     return {
-        "base_url": settings.base_url,
+        "endpoint": settings.base_url,
+        "state": str(settings.state_file),
         "concurrency": d.concurrency,
         "rate": d.rate,
         "batch_size": d.batch_size,
         "retries": d.retries,
         "start_offset": settings.start_offset,
         "uncertain": settings.uncertain,
+        "retry_refused": settings.retry_refused,
+        "approved_by": settings.approved_by,
     }
 
 
@@ -344,7 +343,7 @@ def _bar(plan: Plan, stderr: IO[str], enabled: bool | None) -> Any:
 
 
 def _update(bar: Any, plan: Plan, stats: DeliveryStats) -> None:
-    done = plan.done_before + stats.acked + stats.failed
+    done = plan.done_before + stats.acked + stats.refused
     if done != bar.n:
         bar.update(done - bar.n)
-    bar.set_postfix(ok=stats.acked, retried=stats.retried, failed=stats.failed, refresh=False)
+    bar.set_postfix(ok=stats.acked, retried=stats.retried, failed=stats.refused, refresh=False)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import unicodedata
 from pathlib import Path
 
 from owui_replay.errors import UsageError
@@ -30,17 +31,41 @@ class Secret:
     __str__ = __repr__
 
 
+def clean_secret(value: str, where: str) -> str:
+    """The secret without one final newline; anything else unusual is refused, unechoed.
+
+    A key with a space, a tab or a second line inside (a comment under the key in a file) would
+    go out in a header, and land in error messages that quote the header.
+    """
+    if value.endswith("\r\n"):
+        value = value[:-2]
+    elif value.endswith("\n"):
+        value = value[:-1]
+    if not value:
+        raise UsageError(f"{where} is empty")
+    for position, char in enumerate(value, 1):
+        if char.isspace() or unicodedata.category(char).startswith("C"):
+            kind = "a line break" if char in "\r\n" else (
+                "whitespace" if char.isspace() else "a control character"
+            )  # fmt: skip
+            raise UsageError(
+                f"{where} holds {kind} at character {position} of {len(value)}: it must be the "
+                "secret alone, optionally followed by one newline (the value is not shown)"
+            )
+    return value
+
+
 def load_secret(env_name: str, file: str | None, flag: str) -> Secret:
     """The secret from FILE (when given) or the environment; a UsageError names both ways."""
     if file:
         try:
-            value = Path(file).read_text("utf-8").strip()
+            value = Path(file).read_bytes().decode("utf-8")  # no newline translation
         except OSError as exc:
             raise UsageError(f"{flag} {file}: cannot read: {exc.strerror}") from None
-        if not value:
-            raise UsageError(f"{flag} {file}: the file is empty")
-        return Secret(value, file)
-    value = os.environ.get(env_name, "").strip()
+        except UnicodeDecodeError:
+            raise UsageError(f"{flag} {file}: not UTF-8 text (the value is not shown)") from None
+        return Secret(clean_secret(value, f"{flag} {file}"), file)
+    value = os.environ.get(env_name, "")
     if not value:
         raise UsageError(f"{env_name} is not set (export it, or pass {flag} FILE)")
-    return Secret(value, env_name)
+    return Secret(clean_secret(value, env_name), env_name)

@@ -14,6 +14,7 @@ import time
 import uuid
 from collections import Counter
 from contextlib import AbstractContextManager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -51,6 +52,11 @@ class StubState:
     in_flight: int = 0
     max_in_flight: int = 0
     auth_headers_seen: list[str] = field(default_factory=list)
+    # called with ("received" | "stored", body) while a POST or PUT is handled: a test can kill
+    # the client at an exact point, or look at what the client had recorded by then
+    hook: Callable[[str, Any], None] | None = None
+    unknown_path: str = "json-404"  # or "html-200" (a web app's catch-all page), "405"
+    redirect_to: str | None = None  # answer every POST/PUT with 307 to this URL
     lock: threading.Lock = field(default_factory=threading.Lock)
     _bucket: float = 0.0
     _bucket_at: float = 0.0
@@ -165,6 +171,10 @@ class Handler(BaseHTTPRequestHandler):
             return  # closed without reading the body or answering: nothing stored
         length = int(self.headers.get("Content-Length", "0"))
         raw = self.rfile.read(length)
+        if state.hook is not None:
+            state.hook("received", raw)
+        if state.redirect_to is not None:
+            return self._send(307, {}, {"Location": state.redirect_to})
         if state.latency:
             time.sleep(state.latency)
         base = self.server.base_path
@@ -190,7 +200,7 @@ class Handler(BaseHTTPRequestHandler):
         if method == "PUT" and self.path.startswith(base + "/feedback/"):
             return self._update(self.path.rsplit("/", 1)[1], body)
         if method != "POST" or self.path != base + "/feedback":
-            return self._send(404, {"status": "failure", "message": "not found"})
+            return self._unknown_path()
         items = body if isinstance(body, list) else [body]
         problems = [p for p in map(payload_problem, items) if p]
         if fault and fault.kind == "400":
@@ -204,6 +214,8 @@ class Handler(BaseHTTPRequestHandler):
         ids = [f"fb_{uuid.uuid4().hex[:16]}" for _ in items]
         with state.lock:
             state.stored.extend(zip(ids, items, strict=True))
+        if state.hook is not None:
+            state.hook("stored", items)
         if fault and fault.kind == "drop-after":
             self.close_connection = True
             return  # stored, but the client never hears about it
@@ -214,11 +226,26 @@ class Handler(BaseHTTPRequestHandler):
             del answer["feedback_ids"]
         self._send(200, answer)
 
+    def _unknown_path(self) -> None:
+        if self.state.unknown_path == "html-200":  # what a web app answers for any path
+            page = b"<!doctype html><html><body><div id=app></div></body></html>"
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.send_header("Content-Length", str(len(page)))
+            self.end_headers()
+            self.wfile.write(page)
+            return None
+        if self.state.unknown_path == "405":
+            return self._send(405, {"detail": "Method Not Allowed"})
+        return self._send(404, {"status": "failure", "message": "not found"})
+
     def _update(self, feedback_id: str, body: Any) -> None:
         with self.state.lock:
             known = any(fid == feedback_id for fid, _ in self.state.stored)
             if known:
                 self.state.updates.append((feedback_id, body))
+        if known and self.state.hook is not None:
+            self.state.hook("stored", [body])
         if not known:
             return self._send(404, {"status": "failure", "message": "feedback not found"})
         self._send(200, {"status": "success", "message": "feedback updated"})

@@ -57,14 +57,10 @@ def journal_events(path: Path) -> list[dict]:
 
 
 def uncertain_resent(stderr: str) -> int:
-    """What a run announced it resends (said at its start, so killed runs report it too)."""
+    """What a run announced it resends, said before it sent anything (so a killed run has
+    said it too); the first mention, not the closing summary's repeat of it."""
     marker = "uncertain resent: "
     for line in stderr.splitlines():
-        if "resuming from" in line and marker in line:
-            return int(line.split(marker, 1)[1].split(",")[0].split()[0])
+        if marker in line:
+            return int(line.split(marker, 1)[1].split()[0].rstrip(","))
     return 0
-
-
-def possible_duplicates(stderr: str) -> int:
-    marker = "possible duplicates from retries: "
-    return int(stderr.split(marker, 1)[1].split(",")[0]) if marker in stderr else 0

@@ -1,4 +1,4 @@
-"""Backoff, classification, pacing and journal reading, without a network."""
+"""Backoff, judging replies, pacing and the audit journal, without a network."""
 
 from __future__ import annotations
 
@@ -10,24 +10,53 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from owui_replay.backoff import Verdict, backoff_delay, classify, parse_retry_after
-from owui_replay.errors import InputError
-from owui_replay.journal import Journal, read_journal
-from owui_replay.portkey_client import error_message
+from owui_replay.backoff import backoff_delay, parse_retry_after
+from owui_replay.delivery import Outcome, StopReason, judge_reply, stop_outcome
+from owui_replay.errors import ExitCode, InputError
+from owui_replay.journal import JOURNAL_VERSION, Journal, journal_header
+from owui_replay.portkey_client import Reply, error_message
 from owui_replay.ratelimit import RateLimiter
-from owui_replay.replay import make_plan
 from owui_replay.urls import checked_base_url, is_loopback
 
 
 @pytest.mark.parametrize(
-    ("status", "verdict"),
-    [(200, Verdict.OK), (201, Verdict.OK), (408, Verdict.RETRY), (429, Verdict.RETRY),
-     (500, Verdict.RETRY), (502, Verdict.RETRY), (503, Verdict.RETRY), (504, Verdict.RETRY),
-     (401, Verdict.AUTH), (403, Verdict.AUTH), (400, Verdict.FAIL), (404, Verdict.FAIL),
-     (422, Verdict.FAIL), (501, Verdict.FAIL)],
+    ("method", "status", "body", "outcome", "reason"),
+    [("POST", 200, '{"status":"success","feedback_ids":["a"]}', Outcome.ACKED, None),
+     ("POST", 201, '{"status":"success"}', Outcome.ACKED, None),
+     ("POST", 200, "<html>hello</html>", Outcome.STOP, StopReason.WRONG_URL),
+     ("POST", 408, "", Outcome.RETRY, None), ("POST", 429, "", Outcome.RETRY, None),
+     ("POST", 500, "", Outcome.RETRY, None), ("POST", 501, "", Outcome.RETRY, None),
+     ("POST", 503, "", Outcome.RETRY, None), ("POST", 504, "", Outcome.RETRY, None),
+     ("POST", 401, "", Outcome.STOP, StopReason.AUTH),
+     ("POST", 403, "", Outcome.STOP, StopReason.AUTH),
+     ("POST", 404, '{"status":"failure","message":"not found"}', Outcome.STOP, StopReason.WRONG_URL),
+     ("POST", 405, "", Outcome.STOP, StopReason.WRONG_URL),
+     ("PUT", 405, "", Outcome.STOP, StopReason.WRONG_URL),
+     ("PUT", 404, "<html>Not Found</html>", Outcome.STOP, StopReason.WRONG_URL),
+     ("PUT", 404, '{"status":"failure","message":"feedback not found"}', Outcome.REFUSED, None),
+     ("POST", 307, "", Outcome.STOP, StopReason.REDIRECT),
+     ("POST", 301, "", Outcome.STOP, StopReason.REDIRECT),
+     ("POST", 400, "", Outcome.REFUSED, None), ("POST", 422, "", Outcome.REFUSED, None)],
 )  # fmt: skip
-def test_classify(status: int, verdict: Verdict) -> None:
-    assert classify(status) is verdict
+def test_judge_reply(method: str, status: int, body: str, outcome: Outcome, reason) -> None:
+    reply = Reply(status, body)
+    if 200 <= status < 300:
+        reply.portkey_shaped = body.startswith("{")
+    assert judge_reply(reply, method) == (outcome, reason)
+
+
+def test_no_answer_is_retried_and_a_tls_failure_stops() -> None:
+    assert judge_reply(Reply(None, error="reset"), "POST") == (Outcome.RETRY, None)
+    tls = Reply(None, error="TLS", sent=False, tls_failure=True)
+    assert judge_reply(tls, "POST") == (Outcome.STOP, StopReason.TLS)
+
+
+@pytest.mark.parametrize("reason", list(StopReason))
+def test_every_stop_reason_has_an_exit_code_and_a_message(reason: StopReason) -> None:
+    code, message = stop_outcome(reason, "detail", "http://127.0.0.1:9")
+    assert code != ExitCode.OK and message
+    if reason is StopReason.WRONG_URL:
+        assert code == ExitCode.ENDPOINT and "--base-url http://127.0.0.1:9/v1" in message
 
 
 def test_retry_after_forms() -> None:
@@ -159,44 +188,26 @@ def test_checked_base_url() -> None:
     assert checked_base_url("http://10.0.0.5/v1", allow_insecure_http=True, name="u")
 
 
-def test_journal_round_trip_and_uncertain_lines(tmp_path: Path) -> None:
+def test_journal_is_an_audit_log_with_a_checked_version(tmp_path: Path) -> None:
     path = tmp_path / "f.journal.jsonl"
     journal = Journal(path, input_name="f.jsonl", input_sha256="abc", lines=6)
-    journal.start_run({})
-    journal.send([0, 1])
+    journal.start_run({"endpoint": "x"})
+    journal.send([0, 1], "POST")
     journal.ack([0, 1], ["id0", "id1"])
-    journal.send([2])
-    journal.retry([2], "HTTP 429", ambiguous=False)  # answered: not stored
-    journal.send([3])
-    journal.retry([3], "read timeout", ambiguous=True)  # unanswered: maybe stored
-    journal.send([4])
-    journal.fail([4], 400)
-    journal.send([5])  # then the process died
     journal.close()
-    state = read_journal(path, "abc")
-    assert state.acked == {0: "id0", 1: "id1"} and state.failed == {4}
-    assert state.uncertain == {3, 5} and state.runs == 1
-    plan = make_plan(6, state, 0, "resend")
-    assert plan.send == [2, 3, 5] and plan.uncertain == {3, 5}
-    assert make_plan(6, state, 0, "skip").send == [2]
+    header = journal_header(path)
+    assert header["version"] == JOURNAL_VERSION and header["input_sha256"] == "abc"
+    again = Journal(path, input_name="f.jsonl", input_sha256="def", lines=6)  # regenerated
+    again.close()
+    assert again.set_aside_as is not None and again.set_aside_as.exists()
+    assert journal_header(path)["input_sha256"] == "def"
 
 
-def test_a_torn_last_journal_line_is_ignored(tmp_path: Path) -> None:
-    path = tmp_path / "j.jsonl"
-    journal = Journal(path, input_name="f", input_sha256="abc", lines=2)
-    journal.send([0])
-    journal.ack([0], ["x"])
-    journal.close()
-    with open(path, "ab") as handle:
-        handle.write(b'{"t":"ack","lines":[1],"ids"')  # power cut mid-write
-    assert read_journal(path, "abc").acked == {0: "x"}
-
-
-def test_a_damaged_or_foreign_journal_is_refused(tmp_path: Path) -> None:
+def test_a_damaged_or_newer_journal_is_a_clear_error(tmp_path: Path) -> None:
     path = tmp_path / "j.jsonl"
     path.write_text('{"t":"send","lines":[0]}\n')
     with pytest.raises(InputError, match="not an owui-replay journal"):
-        read_journal(path, "abc")
-    path.write_text('{"t":"header","input_sha256":"abc"}\nnot json\n{"t":"end"}\n')
-    with pytest.raises(InputError, match="line 2 is not JSON"):
-        read_journal(path, "abc")
+        journal_header(path)
+    path.write_text('{"t":"header","version":99,"input_sha256":"abc"}\n')
+    with pytest.raises(InputError, match="journal format 99"):
+        Journal(path, input_name="f", input_sha256="abc", lines=1)

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from owui_replay.errors import ExitCode
+from owui_replay.delivery_state import DeliveryState, rating_of
 from tests.conftest import REAL_EXPORT, read_jsonl, run_cli
 from tests.portkey_stub import API_KEY, Fault, portkey_stub
 from tests.replay_helpers import journal_events, make_feedback, replay_in_process
@@ -92,17 +93,21 @@ def test_a_dropped_connection_before_storing_is_retried(tmp_path: Path) -> None:
         result = replay_in_process(feedback, stub.url, "--concurrency", "1", quiet=False)
         assert result.code == ExitCode.OK, result.stderr
         assert_each_stored_once(stub, 5)
-    assert "possible duplicates from retries: 1" in result.stderr  # it could not know
+    assert "extra copies Portkey may hold: 1" in result.stderr  # it could not know
 
 
-def test_a_dropped_connection_after_storing_is_a_reported_duplicate(tmp_path: Path) -> None:
+@pytest.mark.parametrize("drops", [1, 2, 3])
+def test_every_unanswered_attempt_counts_as_a_possible_extra_copy(
+    tmp_path: Path, drops: int
+) -> None:
+    """A line whose connection drops twice after storing is stored three times: 2 extra."""
     feedback = make_feedback(tmp_path, 5)
-    with portkey_stub(faults=[Fault("drop-after")]) as stub:
+    with portkey_stub(faults=[Fault("drop-after")] * drops) as stub:
         result = replay_in_process(feedback, stub.url, "--concurrency", "1", quiet=False)
         assert result.code == ExitCode.OK, result.stderr
         counts = stub.state.feedback_counts()
-    assert counts["fb-0000"] == 2 and sum(counts.values()) == 6
-    assert "possible duplicates from retries: 1" in result.stderr
+    assert counts["fb-0000"] == drops + 1 and sum(counts.values()) == 5 + drops
+    assert f"extra copies Portkey may hold: {drops}," in result.stderr
 
 
 def test_a_read_timeout_is_retried_and_reported(tmp_path: Path) -> None:
@@ -113,7 +118,7 @@ def test_a_read_timeout_is_retried_and_reported(tmp_path: Path) -> None:
         )
         assert result.code == ExitCode.OK, result.stderr
         counts = stub.state.feedback_counts()
-    assert counts["fb-0000"] == 2 and "possible duplicates from retries: 1" in result.stderr
+    assert counts["fb-0000"] == 2 and "extra copies Portkey may hold: 1," in result.stderr
 
 
 def test_latency_is_absorbed_by_concurrency(tmp_path: Path) -> None:
@@ -191,7 +196,7 @@ def test_resume_skips_acknowledged_lines(tmp_path: Path) -> None:
         assert replay_in_process(feedback, stub.url).code == 0
         again = replay_in_process(feedback, stub.url, "--resume", quiet=False)
         assert again.code == 0 and stub.state.requests == 10
-    assert "0 acknowledged now, 10 acknowledged earlier" in again.stderr
+    assert "delivered now: 0 posted, 0 updated, already delivered: 10" in again.stderr
 
 
 def test_start_offset_skips_the_first_lines(tmp_path: Path) -> None:
@@ -201,35 +206,44 @@ def test_start_offset_skips_the_first_lines(tmp_path: Path) -> None:
         assert sorted(stub.state.feedback_counts()) == ["fb-0007", "fb-0008", "fb-0009"]
 
 
-def test_restart_sets_the_journal_aside(tmp_path: Path) -> None:
+def test_restart_sets_the_journal_aside_and_still_sends_no_duplicate(tmp_path: Path) -> None:
     feedback = make_feedback(tmp_path, 3)
     with portkey_stub() as stub:
         assert replay_in_process(feedback, stub.url).code == 0
         assert replay_in_process(feedback, stub.url, "--restart").code == 0
-        assert len(stub.state.stored) == 6  # asked for: every line again
+        assert_each_stored_once(stub, 3)  # the delivery state, not the journal, decides
     assert len(list(tmp_path.glob("feedback.journal.jsonl.*"))) == 1
 
 
-def test_a_journal_for_another_file_is_refused(tmp_path: Path) -> None:
+def test_a_regenerated_file_gets_a_new_journal_and_sends_only_what_is_new(tmp_path: Path) -> None:
     feedback = make_feedback(tmp_path, 3)
     with portkey_stub() as stub:
         assert replay_in_process(feedback, stub.url).code == 0
-        make_feedback(tmp_path, 4)  # the file changes under the same name
+        make_feedback(tmp_path, 4)  # the file is regenerated under the same name
         result = replay_in_process(feedback, stub.url)
-    assert result.code == ExitCode.BAD_INPUT and "belongs to a different version" in result.stderr
+        assert result.code == ExitCode.OK, result.stderr
+        assert_each_stored_once(stub, 4)
+    assert len(list(tmp_path.glob("feedback.journal.jsonl.*"))) == 1  # the old history kept
 
 
 def test_uncertain_lines_are_resent_or_skipped_as_asked(tmp_path: Path) -> None:
     feedback = make_feedback(tmp_path, 3)
+    state_file = tmp_path / "state.sqlite3"
     with portkey_stub() as stub:
-        assert replay_in_process(feedback, stub.url, "--start-offset", "3").code == 0
-        with open(tmp_path / "feedback.journal.jsonl", "a") as journal:
-            journal.write('{"t":"send","lines":[1]}\n')  # a run died with line 1 in flight
-        skipped = replay_in_process(feedback, stub.url, "--uncertain", "skip", quiet=False)
+        endpoint = stub.url
+        with DeliveryState(state_file, endpoint) as state:  # a run died with line 1 in flight
+            state.intend([rating_of(read_jsonl(feedback)[1], b"")], "POST")
+        args = ("--ledger", str(state_file))
+        skipped = replay_in_process(feedback, stub.url, *args, "--uncertain", "skip", quiet=False)
         assert skipped.code == ExitCode.DELIVERY_FAILED and "uncertain skipped: 1" in skipped.stderr
         assert sorted(stub.state.feedback_counts()) == ["fb-0000", "fb-0002"]
-        resent = replay_in_process(feedback, stub.url, quiet=False)
-        assert resent.code == 0 and "uncertain resent: 1" in resent.stderr
+        resent = replay_in_process(feedback, stub.url, *args, quiet=False)
+        assert resent.code == 0, resent.stderr
+        announced = resent.stderr.splitlines()[1]  # after the no-manifest warning
+        assert announced.startswith(
+            f"owui-replay: {endpoint}: uncertain resent: 1 ratings whose earlier POST got no answer"
+        )  # said before anything was sent
+        assert "up to 1 extra copies" in resent.stderr
         assert_each_stored_once(stub, 3)
 
 
@@ -265,7 +279,9 @@ def test_dry_run_sends_nothing_and_needs_no_key(tmp_path: Path, monkeypatch) -> 
         )
         assert stub.state.requests == 0
     assert result.code == 0 and '"trace_id": "chat-0:msg-0"' in result.stdout
-    assert "dry run: 5 lines, 5 to send" in result.stderr
+    assert f"dry run: {stub.url}: 5 lines, would POST 5, PUT 0, already delivered: 0" in (
+        result.stderr
+    )
     assert not (tmp_path / "feedback.journal.jsonl").exists()
 
 

@@ -22,9 +22,12 @@ def run_with_key(argv: list[str], key: str) -> tuple[int, str]:
     return code, out.getvalue() + err.getvalue()
 
 
-def all_files_text(directory: Path) -> str:
+def all_files_text(*directories: Path) -> str:
     return "".join(
-        p.read_bytes().decode("utf-8", "replace") for p in directory.rglob("*") if p.is_file()
+        p.read_bytes().decode("utf-8", "replace")
+        for directory in directories
+        for p in directory.rglob("*")
+        if p.is_file()
     )
 
 
@@ -41,7 +44,9 @@ SCENARIOS = {  # stub settings, expected exit code
 
 
 @pytest.mark.parametrize("scenario", sorted(SCENARIOS))
-def test_key_is_in_no_output_and_no_file(tmp_path: Path, scenario: str) -> None:
+def test_key_is_in_no_output_and_no_file(
+    tmp_path: Path, private_state_dir: Path, scenario: str
+) -> None:
     feedback = make_feedback(tmp_path, 6)
     settings, expected = SCENARIOS[scenario]
     with portkey_stub(**settings) as stub:
@@ -58,7 +63,7 @@ def test_key_is_in_no_output_and_no_file(tmp_path: Path, scenario: str) -> None:
         assert API_KEY in stub.state.auth_headers_seen  # it was really used
     assert code == expected, text
     assert API_KEY not in text
-    assert API_KEY not in all_files_text(tmp_path)
+    assert API_KEY not in all_files_text(tmp_path, private_state_dir)  # journal, state, failed
     if scenario == "refused-and-echoed":
         assert "bad request for key ***" in all_files_text(tmp_path)
 
@@ -86,3 +91,72 @@ def test_secret_objects_do_not_print_themselves() -> None:
     secret = Secret(API_KEY, "PORTKEY_API_KEY")
     assert API_KEY not in repr(secret) and API_KEY not in str(secret) and API_KEY not in f"{secret}"
     assert secret.redact(f"x {API_KEY} y") == "x *** y"
+
+
+BAD_SHAPES = {  # how the key is stored -> what it looks like to the tool
+    "comment-line": API_KEY + "\n# rotated 2026-11-01 by ops\n",
+    "second-line": API_KEY + "\n" + API_KEY + "\n",
+    "space-inside": API_KEY[:10] + " " + API_KEY[10:],
+    "leading-space": " " + API_KEY,
+    "trailing-space": API_KEY + " \n",
+    "tab": API_KEY + "\t",
+    "carriage-return": API_KEY + "\r",
+    "nul": API_KEY + "\x00",
+    "two-newlines": API_KEY + "\n\n",
+}
+
+
+@pytest.mark.parametrize(
+    ("shape", "where"),
+    [(shape, where) for shape in sorted(BAD_SHAPES) for where in ("file", "environment")
+     if not (shape == "nul" and where == "environment")],  # no OS lets a variable hold NUL
+)  # fmt: skip
+def test_a_key_with_anything_but_one_final_newline_is_refused_unechoed(
+    tmp_path: Path, private_state_dir: Path, shape: str, where: str
+) -> None:
+    value = BAD_SHAPES[shape]
+    feedback = make_feedback(tmp_path, 2)
+    with portkey_stub() as stub:
+        argv = ["replay", str(feedback), "--base-url", stub.url]
+        if where == "file":
+            key_file = tmp_path / "key.txt"
+            key_file.write_text(value)
+            code, text = run_with_key([*argv, "--api-key-file", str(key_file)], "unused")
+        else:
+            code, text = run_with_key(argv, value)
+        assert stub.state.requests == 0
+    assert code == ExitCode.USAGE, text
+    assert "the value is not shown" in text and len(text.splitlines()) == 1
+    assert API_KEY[4:] not in text  # not even a part of it
+    assert API_KEY[4:] not in all_files_text(private_state_dir) + "".join(
+        p.read_text() for p in tmp_path.glob("feedback.*")
+    )
+
+
+@pytest.mark.parametrize("ending", ["\n", "\r\n", ""])
+def test_one_final_newline_is_accepted(tmp_path: Path, ending: str) -> None:
+    key_file = tmp_path / "key.txt"
+    key_file.write_text(API_KEY + ending)
+    feedback = make_feedback(tmp_path, 2)
+    with portkey_stub() as stub:
+        code, _ = run_with_key(
+            ["replay", str(feedback), "--base-url", stub.url, "--api-key-file", str(key_file)],
+            "unused",
+        )
+        assert code == ExitCode.OK and set(stub.state.auth_headers_seen) == {API_KEY}
+    with portkey_stub() as stub:
+        code, _ = run_with_key(["replay", str(feedback), "--base-url", stub.url], API_KEY + ending)
+        assert code == ExitCode.OK and set(stub.state.auth_headers_seen) == {API_KEY}
+
+
+def test_an_open_webui_token_with_a_comment_line_is_refused_unechoed(tmp_path: Path) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text("sk-owui-0123456789abcdef\n# admin token\n")
+    out, err = io.StringIO(), io.StringIO()
+    code = main(
+        ["download", "-o", str(tmp_path / "x.json"), "--base-url", "http://127.0.0.1:9",
+         "--token-file", str(token_file)],
+        stdout=out, stderr=err,
+    )  # fmt: skip
+    assert code == ExitCode.USAGE and "0123456789abcdef" not in err.getvalue()
+    assert "--token-file" in err.getvalue() and "line break" in err.getvalue()
