@@ -15,7 +15,6 @@ from typing import IO, Any
 
 from owui_replay import __version__
 from owui_replay.errors import ExitCode, InputError, ReplayError, UsageError
-from owui_replay.urls import DEFAULT_PORTKEY_BASE
 from owui_replay.mapping import (
     DEFAULT_TRACE_TEMPLATE,
     TRACE_FIELDS,
@@ -23,6 +22,7 @@ from owui_replay.mapping import (
     template_fields,
 )
 from owui_replay.timeparse import parse_instant
+from owui_replay.urls import DEFAULT_PORTKEY_BASE
 
 PROG = "owui-replay"
 

@@ -20,7 +20,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -104,7 +104,9 @@ def judge_reply(reply: Reply, method: str) -> tuple[Outcome, StopReason | None]:
     if status is None:
         return Outcome.RETRY, None
     if 200 <= status < 300:
-        return (Outcome.ACKED, None) if reply.portkey_shaped else (Outcome.STOP, StopReason.WRONG_URL)
+        return (
+            (Outcome.ACKED, None) if reply.portkey_shaped else (Outcome.STOP, StopReason.WRONG_URL)
+        )
     if 300 <= status < 400:
         return Outcome.STOP, StopReason.REDIRECT
     if status in (401, 403):
@@ -366,7 +368,9 @@ class Deliverer:
         """A 4xx for a payload; a refused batch is split to find the bad lines."""
         if len(request.sends) > 1:
             self.state.answered(request.ratings, request.method)
-            self.journal.retry(request.lines, f"batch refused ({reply.describe()}); splitting", False)
+            self.journal.retry(
+                request.lines, f"batch refused ({reply.describe()}); splitting", False
+            )
             for send, raw in zip(request.sends, request.raws, strict=True):
                 if self.stop.is_set():
                     return
@@ -420,9 +424,7 @@ def _without_trace_id(raw: bytes) -> bytes:
     return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
-def _batches(
-    lines: Iterator[tuple[Send, bytes]], size: int
-) -> Iterator[list[tuple[Send, bytes]]]:
+def _batches(lines: Iterator[tuple[Send, bytes]], size: int) -> Iterator[list[tuple[Send, bytes]]]:
     """Consecutive POST lines in groups of `size`; PUTs alone."""
     batch: list[tuple[Send, bytes]] = []
     for item in lines:

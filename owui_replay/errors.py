@@ -15,7 +15,9 @@ class ExitCode(IntEnum):
     DELIVERY_FAILED = 4  # replay did not get every line acknowledged (refused, gave up, TLS)
     AUTH = 5  # the server refused the credentials (401/403): the run stopped at once
     MISMATCH = 6  # verify found the handoff inconsistent
-    ENDPOINT = 7  # the base URL is not Portkey's feedback API (404/405, a redirect): nothing used up
+    ENDPOINT = (
+        7  # the base URL is not Portkey's feedback API (404/405, a redirect): nothing used up
+    )
     BUSY = 8  # another run holds the same endpoint (or sync's lock)
     INTERRUPTED = 130  # Ctrl-C or SIGTERM; state was saved
 

@@ -77,9 +77,9 @@ class Journal:
         self._fsync_seconds = fsync_seconds
         self._unsynced = 0
         self._last_sync = time.monotonic()
-        if path.exists() and path.stat().st_size > 0:
-            if journal_header(path).get("input_sha256") != input_sha256:
-                self.set_aside_as = set_aside(path)  # a regenerated file: a new history
+        existing = path.exists() and path.stat().st_size > 0
+        if existing and journal_header(path).get("input_sha256") != input_sha256:
+            self.set_aside_as = set_aside(path)  # a regenerated file: a new history
         existing = path.exists() and path.stat().st_size > 0
         self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         if not existing:

@@ -12,9 +12,9 @@ import json
 import threading
 import time
 import uuid
-from collections import Counter
-from contextlib import AbstractContextManager
+from collections import Counter, deque
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -58,8 +58,7 @@ class StubState:
     unknown_path: str = "json-404"  # or "html-200" (a web app's catch-all page), "405"
     redirect_to: str | None = None  # answer every POST/PUT with 307 to this URL
     lock: threading.Lock = field(default_factory=threading.Lock)
-    _bucket: float = 0.0
-    _bucket_at: float = 0.0
+    _window: deque[float] = field(default_factory=deque)  # acceptance times, last second
 
     def trace_counts(self) -> Counter[str]:
         with self.lock:
@@ -77,19 +76,18 @@ class StubState:
             return self.faults.pop(0) if self.faults else None
 
     def over_rate(self) -> bool:
+        """A sliding one-second window, as rate-limiting gateways keep it: a request is
+        refused while `rate_limit` requests were accepted within the last second."""
         if self.rate_limit is None:
             return False
         with self.lock:
             now = time.monotonic()
-            burst = max(1.0, self.rate_limit / 10)
-            if self._bucket_at == 0.0:
-                self._bucket, self._bucket_at = burst, now
-            self._bucket = min(burst, self._bucket + (now - self._bucket_at) * self.rate_limit)
-            self._bucket_at = now
-            if self._bucket >= 1:
-                self._bucket -= 1
-                return False
-            return True
+            while self._window and self._window[0] <= now - 1.0:
+                self._window.popleft()
+            if len(self._window) >= self.rate_limit:
+                return True
+            self._window.append(now)
+            return False
 
 
 def payload_problem(item: Any) -> str | None:

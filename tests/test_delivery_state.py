@@ -129,7 +129,9 @@ def test_a_reconvert_with_another_thumbs_down_value_puts_exactly_the_changed_rat
         again = convert(REAL_EXPORT, tmp_path / "b" / "f.jsonl", "--thumbs-down-value", "0")
         result = replay_in_process(again, stub.url, quiet=False)
         assert result.code == 0, result.stderr
-        downs = {p["metadata"]["feedback_id"]: fid for fid, p in stub.state.stored if p["value"] == -1}
+        downs = {
+            p["metadata"]["feedback_id"]: fid for fid, p in stub.state.stored if p["value"] == -1
+        }
         updates = list(stub.state.updates)
         assert len(stub.state.stored) == 8  # nothing posted twice
     assert downs and sorted(fid for fid, _ in updates) == sorted(downs.values())
@@ -420,13 +422,19 @@ def test_every_request_reaches_the_server_after_its_intent_is_committed(tmp_path
         args = ("--ledger", str(state_file), "--concurrency", "4")
         assert replay_in_process(feedback, stub.url, *args, "--batch-size", "3").code == 0
     assert len(seen) == 30
-    assert all(unknown >= 1 and attempt and attempt.startswith("POST") for _, unknown, attempt in seen)
+    assert all(
+        unknown >= 1 and attempt and attempt.startswith("POST") for _, unknown, attempt in seen
+    )
 
 
 def test_the_approvers_are_recorded_with_each_rating(tmp_path: Path) -> None:
     with DeliveryState(tmp_path / "s.sqlite3", "http://x/v1") as state:
         state.intend([rating()], "POST", approved_by="auditor@example.com")
-    row = sqlite3.connect(tmp_path / "s.sqlite3").execute("SELECT approved_by FROM ratings").fetchone()
+    row = (
+        sqlite3.connect(tmp_path / "s.sqlite3")
+        .execute("SELECT approved_by FROM ratings")
+        .fetchone()
+    )
     assert row == ("auditor@example.com",)
 
 

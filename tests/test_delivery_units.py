@@ -29,7 +29,7 @@ from owui_replay.urls import checked_base_url, is_loopback
      ("POST", 503, "", Outcome.RETRY, None), ("POST", 504, "", Outcome.RETRY, None),
      ("POST", 401, "", Outcome.STOP, StopReason.AUTH),
      ("POST", 403, "", Outcome.STOP, StopReason.AUTH),
-     ("POST", 404, '{"status":"failure","message":"not found"}', Outcome.STOP, StopReason.WRONG_URL),
+     ("POST", 404, '{"status":"failure","message":"gone"}', Outcome.STOP, StopReason.WRONG_URL),
      ("POST", 405, "", Outcome.STOP, StopReason.WRONG_URL),
      ("PUT", 405, "", Outcome.STOP, StopReason.WRONG_URL),
      ("PUT", 404, "<html>Not Found</html>", Outcome.STOP, StopReason.WRONG_URL),

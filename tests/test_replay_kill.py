@@ -197,7 +197,11 @@ def test_sigkill_between_requests_duplicates_nothing(tmp_path: Path) -> None:
             while time.monotonic() < deadline:
                 # between requests: enough acks, no rating with an unknown outcome, nothing
                 # being handled by the server
-                if acked(journal) >= target and not unknown_rows(state) and not stub.state.in_flight:
+                if (
+                    acked(journal) >= target
+                    and not unknown_rows(state)
+                    and not stub.state.in_flight
+                ):
                     process.send_signal(signal.SIGKILL)
                     break
                 time.sleep(0.002)
