@@ -107,6 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_replay(commands)
     _add_inspect(commands)
     _add_state(commands)
+    _add_sync(commands)
     return parser
 
 
@@ -123,6 +124,25 @@ def _add_convert(commands: Any) -> None:
     p.add_argument(
         "-o", "--output", metavar="OUT.jsonl", help="output JSONL (required unless --dry-run)"
     )
+    _add_mapping_options(p)
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="read, validate and map everything, write nothing, print samples",
+    )
+    p.add_argument(
+        "--samples",
+        type=_int_range(0, 1000),
+        default=3,
+        metavar="N",
+        help="payloads to print with --dry-run (default 3)",
+    )
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no summary")
+    p.set_defaults(handler=run_convert)
+
+
+def _add_mapping_options(p: argparse.ArgumentParser) -> None:
+    """How records become payloads: convert's options, shared with sync."""
     p.add_argument(
         "--trace-id",
         default=DEFAULT_TRACE_TEMPLATE,
@@ -193,36 +213,17 @@ def _add_convert(commands: Any) -> None:
         help="add constant metadata, e.g. _environment=production (repeatable)",
     )
     p.add_argument(
-        "--dry-run",
-        action="store_true",
-        help="read, validate and map everything, write nothing, print samples",
-    )
-    p.add_argument(
-        "--samples",
-        type=_int_range(0, 1000),
-        default=3,
-        metavar="N",
-        help="payloads to print with --dry-run (default 3)",
-    )
-    p.add_argument(
         "--allow-empty",
         action="store_true",
         help="accept an export with no records (by default that is an error)",
     )
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no summary")
-    p.set_defaults(handler=run_convert)
 
 
-def run_convert(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> ExitCode:
-    from owui_replay.convert import convert, explain_partial
-    from owui_replay.handoff import HandoffPaths
-
-    if not args.dry_run and not args.output:
-        raise UsageError("convert: -o/--output is required (or use --dry-run)")
+def mapping_options(args: argparse.Namespace) -> MappingOptions:
     if args.since is not None and args.until is not None and args.since >= args.until:
-        raise UsageError("convert: --since must be earlier than --until")
+        raise UsageError(f"{args.command}: --since must be earlier than --until")
     drop = list(args.drop_metadata) + (["comment"] if args.drop_comments else [])
-    options = MappingOptions(
+    return MappingOptions(
         trace_template=args.trace_id,
         up_value=args.thumbs_up_value,
         down_value=args.thumbs_down_value,
@@ -234,6 +235,15 @@ def run_convert(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> E
         since=args.since,
         until=args.until,
     )
+
+
+def run_convert(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> ExitCode:
+    from owui_replay.convert import convert, explain_partial
+    from owui_replay.handoff import HandoffPaths
+
+    if not args.dry_run and not args.output:
+        raise UsageError("convert: -o/--output is required (or use --dry-run)")
+    options = mapping_options(args)
     output = None if args.dry_run else args.output
     try:
         result = convert(
@@ -293,17 +303,7 @@ def _add_replay(commands: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("feedback", metavar="FEEDBACK.jsonl", help="output of owui-replay convert")
-    p.add_argument(
-        "--api-key-file",
-        metavar="FILE",
-        help="read the Portkey API key from FILE instead of $PORTKEY_API_KEY",
-    )
-    p.add_argument(
-        "--base-url",
-        metavar="URL",
-        help="Portkey API base, /feedback is appended (default $PORTKEY_BASE_URL "
-        f"or {DEFAULT_PORTKEY_BASE})",
-    )
+    _add_delivery_options(p, url_flag="--base-url")
     p.add_argument(
         "--allow-insecure-http",
         action="store_true",
@@ -314,6 +314,55 @@ def _add_replay(commands: Any) -> None:
         "--no-verify",
         action="store_true",
         help="send even if FEEDBACK.jsonl does not match its manifest",
+    )
+    resume = p.add_mutually_exclusive_group()
+    resume.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue where the last run stopped (always the default)",
+    )
+    resume.add_argument(
+        "--restart",
+        action="store_true",
+        help="set this file's audit journal aside (renamed with a timestamp) and begin a new "
+        "one; what the endpoint holds still decides what is sent",
+    )
+    p.add_argument(
+        "--start-offset",
+        type=_int_range(0, 10**12),
+        default=0,
+        metavar="N",
+        help="skip the first N lines (0-based line N is the first sent)",
+    )
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="check everything and print what would be POSTed, PUT and skipped; send nothing",
+    )
+    p.add_argument(
+        "--samples",
+        type=_int_range(0, 1000),
+        default=3,
+        metavar="N",
+        help="payloads to print with --dry-run (default 3)",
+    )
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no summary")
+    p.set_defaults(handler=run_replay)
+
+
+def _add_delivery_options(p: argparse.ArgumentParser, *, url_flag: str) -> None:
+    """How lines reach Portkey: replay's options, shared with sync."""
+    p.add_argument(
+        "--api-key-file",
+        metavar="FILE",
+        help="read the Portkey API key from FILE instead of $PORTKEY_API_KEY",
+    )
+    p.add_argument(
+        url_flag,
+        dest="base_url",
+        metavar="URL",
+        help="Portkey API base, /feedback is appended (default $PORTKEY_BASE_URL "
+        f"or {DEFAULT_PORTKEY_BASE})",
     )
     p.add_argument(
         "--concurrency",
@@ -347,7 +396,7 @@ def _add_replay(commands: Any) -> None:
         type=_positive_float,
         default=30.0,
         metavar="S",
-        help="seconds to wait for a response (default 30)",
+        help="seconds to wait for Portkey's response (default 30)",
     )
     p.add_argument(
         "--max-retry-after",
@@ -355,25 +404,6 @@ def _add_replay(commands: Any) -> None:
         default=60.0,
         metavar="S",
         help="cap on a server's Retry-After (default 60)",
-    )
-    resume = p.add_mutually_exclusive_group()
-    resume.add_argument(
-        "--resume",
-        action="store_true",
-        help="continue where the last run stopped (always the default)",
-    )
-    resume.add_argument(
-        "--restart",
-        action="store_true",
-        help="set this file's audit journal aside (renamed with a timestamp) and begin a new "
-        "one; what the endpoint holds still decides what is sent",
-    )
-    p.add_argument(
-        "--start-offset",
-        type=_int_range(0, 10**12),
-        default=0,
-        metavar="N",
-        help="skip the first N lines (0-based line N is the first sent)",
     )
     p.add_argument(
         "--uncertain",
@@ -388,19 +418,6 @@ def _add_replay(commands: Any) -> None:
         help="send again the payloads this endpoint refused before (after fixing something)",
     )
     p.add_argument(
-        "--dry-run",
-        action="store_true",
-        help="check everything and print what would be POSTed, PUT and skipped; send nothing",
-    )
-    p.add_argument(
-        "--samples",
-        type=_int_range(0, 1000),
-        default=3,
-        metavar="N",
-        help="payloads to print with --dry-run (default 3)",
-    )
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no summary")
-    p.add_argument(
         "--ledger",
         metavar="PATH",
         help="the delivery state (default $XDG_STATE_HOME/owui-replay/ledger.sqlite3)",
@@ -411,7 +428,6 @@ def _add_replay(commands: Any) -> None:
         help="fsync the delivery state at every commit, so a power loss cannot cost an "
         "unannounced duplicate either (about two fsyncs per request)",
     )
-    p.set_defaults(handler=run_replay)
 
 
 def replay_settings(args: argparse.Namespace) -> Any:
@@ -436,9 +452,9 @@ def replay_settings(args: argparse.Namespace) -> Any:
         ),
         timeout=args.timeout,
         verify_tls=args.ca_bundle or True,
-        verify_manifest=not args.no_verify,
-        restart=args.restart,
-        start_offset=args.start_offset,
+        verify_manifest=not getattr(args, "no_verify", False),
+        restart=getattr(args, "restart", False),
+        start_offset=getattr(args, "start_offset", 0),
         uncertain=args.uncertain,
         retry_refused=args.retry_refused,
         state_path=Path(args.ledger) if args.ledger else None,
@@ -469,6 +485,146 @@ def run_replay(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> Ex
         stderr.write(f"{PROG}: error: {api_key.redact(message)}\n")
     if not args.quiet or result.exit_code != ExitCode.OK:
         stderr.write(f"{PROG}: replay: {api_key.redact(result.summary())}\n")
+    return result.exit_code
+
+
+SYNC_EPILOG = """\
+example:
+  export OPENWEBUI_BASE_URL=https://openwebui.example.com OPENWEBUI_TOKEN=...
+  export PORTKEY_API_KEY=...            # and PORTKEY_BASE_URL when self-hosted
+  owui-replay sync --dry-run            # download, convert, verify; print the plan
+  owui-replay sync                      # and deliver
+  owui-replay sync --user-scope --since $(date -d '1 hour ago' +%s)
+
+Each run keeps its export, JSONL, rejects, manifest and journal in WORKDIR/runs/<UTC time>/,
+plus sync.json (the --json summary). A killed run is resumed by running the same command
+again. Exit 0: delivered; 10: nothing new; 8: another sync holds the work directory.
+"""
+
+
+def _add_sync(commands: Any) -> None:
+    p = commands.add_parser(
+        "sync",
+        help="download, convert, verify and replay in one cron-safe command",
+        description="The whole chain for a connected machine, with the cookbook's environment "
+        "variables (OPENWEBUI_BASE_URL, OPENWEBUI_TOKEN, PORTKEY_API_KEY, PORTKEY_BASE_URL) "
+        "and every guarantee of the separate commands.",
+        epilog=SYNC_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--user-scope",
+        action="store_true",
+        help="only the token owner's ratings, from the paged user endpoint (no snapshots)",
+    )
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="download, convert and verify, then print what would be POSTed and PUT",
+    )
+    p.add_argument(
+        "--samples",
+        type=_int_range(0, 1000),
+        default=3,
+        metavar="N",
+        help="payloads to print with --dry-run (default 3)",
+    )
+    p.add_argument(
+        "--openwebui-url", metavar="URL", help="Open WebUI address (default $OPENWEBUI_BASE_URL)"
+    )
+    p.add_argument(
+        "--token-file", metavar="FILE", help="read the token from FILE instead of $OPENWEBUI_TOKEN"
+    )
+    p.add_argument(
+        "--download-timeout",
+        type=_positive_float,
+        default=300.0,
+        metavar="S",
+        help="seconds without data from Open WebUI before giving up (default 300)",
+    )
+    p.add_argument(
+        "--allow-insecure-http",
+        action="store_true",
+        help="allow plain http:// to a host other than this machine",
+    )
+    p.add_argument("--ca-bundle", metavar="PATH", help="CA bundle for TLS verification")
+    _add_mapping_options(p)
+    _add_delivery_options(p, url_flag="--portkey-url")
+    p.add_argument(
+        "--workdir",
+        metavar="DIR",
+        help="where each run's files are kept (default $XDG_STATE_HOME/owui-replay/sync)",
+    )
+    p.add_argument(
+        "--keep",
+        type=_int_range(1, 100_000),
+        default=30,
+        metavar="N",
+        help="keep the newest N run folders, remove older ones (default 30)",
+    )
+    p.add_argument(
+        "--wait", action="store_true", help="wait for a running sync instead of exiting with 8"
+    )
+    p.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
+    loud = p.add_mutually_exclusive_group()
+    loud.add_argument(
+        "-q", "--quiet", action="store_true", help="no progress and no summary, even on a terminal"
+    )
+    loud.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="a summary even when stderr is not a terminal (quiet by default under cron)",
+    )
+    p.set_defaults(handler=run_sync)
+
+
+def run_sync(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> ExitCode:
+    from pathlib import Path
+
+    from owui_replay.progress import is_terminal
+    from owui_replay.secrets import load_secret
+    from owui_replay.sync import SyncSettings, default_workdir, sync
+    from owui_replay.urls import checked_base_url
+
+    base = args.openwebui_url or os.environ.get("OPENWEBUI_BASE_URL")
+    if not base:
+        raise UsageError("OPENWEBUI_BASE_URL is not set (export it, or pass --openwebui-url)")
+    openwebui = checked_base_url(
+        base, allow_insecure_http=args.allow_insecure_http, name="Open WebUI URL"
+    )
+    settings = SyncSettings(
+        openwebui_url=openwebui,
+        replay=replay_settings(args),
+        mapping=mapping_options(args),
+        workdir=Path(args.workdir) if args.workdir else default_workdir(),
+        user_scope=args.user_scope,
+        allow_empty=args.allow_empty,
+        download_timeout=args.download_timeout,
+        verify_tls=args.ca_bundle or True,
+        keep=args.keep,
+        wait=args.wait,
+        dry_run=args.dry_run,
+        samples=args.samples if args.dry_run else 0,
+    )
+    token = load_secret("OPENWEBUI_TOKEN", args.token_file, "--token-file")
+    api_key = None
+    if not args.dry_run:
+        api_key = load_secret("PORTKEY_API_KEY", args.api_key_file, "--api-key-file")
+    talk = args.verbose or (not args.quiet and is_terminal(stderr))
+    with _sigterm_as_interrupt():
+        result = sync(
+            settings, token, api_key, stderr=stderr, stdout=stdout, progress=None if talk else False
+        )
+    message = result.replay.stop_message()
+    if message is not None and result.exit_code != ExitCode.INTERRUPTED:
+        text = api_key.redact(message) if api_key else message
+        stderr.write(f"{PROG}: error: {text}\n")
+    if talk or result.exit_code not in (ExitCode.OK, ExitCode.NOTHING_NEW):
+        text = result.summary()
+        stderr.write(f"{PROG}: {api_key.redact(text) if api_key else text}\n")
+    if args.json:
+        stdout.write(json.dumps(result.as_dict(), indent=2, ensure_ascii=False) + "\n")
     return result.exit_code
 
 

@@ -1,0 +1,228 @@
+"""The sync job: download, convert, verify and replay in one process, for connected machines.
+
+Each run leaves the same audit trail as the manual chain, in its own dated folder under the
+work directory (export, sidecar, JSONL, rejects, manifest, journal, failed file, and a
+`sync.json` summary written last). What Portkey holds is decided by the delivery state, as for
+replay, so a run that was killed is resumed by running the same command again: the next run
+downloads afresh and sends only what the endpoint does not hold, announcing uncertain ratings.
+A lock file in the work directory keeps two syncs from overlapping.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import IO, Any
+
+from owui_replay.atomic import write_json_atomic
+from owui_replay.convert import ConvertResult, convert
+from owui_replay.download import Downloaded, OpenWebUI, download
+from owui_replay.errors import ExitCode, InputError, ReplayError
+from owui_replay.mapping import MappingOptions
+from owui_replay.replay import ReplayResult, ReplaySettings, dry_run, replay
+from owui_replay.secrets import Secret
+from owui_replay.verify import verify
+
+RUNS = "runs"
+LOCK = "sync.lock"
+
+
+def default_workdir() -> Path:
+    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(state) / "owui-replay" / "sync"
+
+
+@dataclass(frozen=True)
+class SyncSettings:
+    openwebui_url: str
+    replay: ReplaySettings
+    mapping: MappingOptions
+    workdir: Path
+    user_scope: bool = False
+    allow_empty: bool = False
+    download_timeout: float = 300.0
+    verify_tls: bool | str = True
+    keep: int = 30
+    wait: bool = False
+    dry_run: bool = False
+    samples: int = 3
+
+
+@dataclass
+class SyncResult:
+    run_dir: Path
+    download: Downloaded
+    convert: ConvertResult
+    replay: ReplayResult
+    dry_run: bool
+
+    @property
+    def sent(self) -> int:
+        stats = self.replay.stats
+        if stats is None:
+            return len(self.replay.plan.sends)
+        return stats.acked + stats.refused
+
+    @property
+    def exit_code(self) -> ExitCode:
+        code = self.replay.exit_code
+        if code != ExitCode.OK:
+            return code
+        return ExitCode.OK if self.sent else ExitCode.NOTHING_NEW
+
+    @property
+    def outcome(self) -> str:
+        if self.exit_code == ExitCode.NOTHING_NEW:
+            return "nothing-new"
+        if self.exit_code == ExitCode.OK:
+            return "would-send" if self.dry_run else "delivered"
+        return "failed"
+
+    def as_dict(self) -> dict[str, Any]:
+        plan, stats = self.replay.plan, self.replay.stats
+        states = {state.value: n for state, n in plan.states.items()}
+        doc: dict[str, Any] = {
+            "outcome": self.outcome,
+            "exit_code": int(self.exit_code),
+            "dry_run": self.dry_run,
+            "run_dir": str(self.run_dir),
+            "endpoint": plan.endpoint,
+            "download": {
+                "path": str(self.download.path),
+                "sha256": self.download.sha256,
+                "bytes": self.download.bytes,
+                "records": self.download.records,
+            },
+            "convert": {
+                "records": self.convert.records,
+                "outcomes": dict(self.convert.counts),
+                "output": str(self.replay.paths.output),
+            },
+            "replay": {
+                "lines": plan.total,
+                "to_post": plan.posts,
+                "to_put": plan.puts,
+                "by_state": states,
+                "uncertain_resent": plan.uncertain_resent,
+                "uncertain_skipped": plan.uncertain_skipped,
+            },
+        }
+        if stats is not None:
+            doc["replay"].update(
+                posted=stats.posted,
+                updated=stats.updated,
+                refused=stats.refused,
+                extra_copies=stats.extra_copies,
+                retries=stats.retried,
+                stop_reason=stats.stop_reason.value if stats.stop_reason else None,
+            )
+        return doc
+
+    def summary(self) -> str:
+        verb = "dry run" if self.dry_run else "sync"
+        return (
+            f"{verb} {self.outcome}: downloaded {self.download.records} records; "
+            f"convert: {self.convert.summary()}; replay: {self.replay.summary()}"
+        )
+
+
+class SyncLock:
+    """An flock on WORKDIR/sync.lock, held for the whole run; says who holds it."""
+
+    def __init__(self, workdir: Path, *, wait: bool) -> None:
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.path = workdir / LOCK
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(self._fd, 200, 0).decode("utf-8", "replace").strip()
+            os.close(self._fd)
+            raise ReplayError(
+                f"another sync holds {self.path} ({holder or 'unknown process'}); it was "
+                "not started (pass --wait to wait for it)",
+                ExitCode.BUSY,
+            ) from None
+        stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        os.ftruncate(self._fd, 0)
+        os.pwrite(self._fd, f"pid {os.getpid()} since {stamp}\n".encode(), 0)
+
+    def release(self) -> None:
+        os.ftruncate(self._fd, 0)
+        os.close(self._fd)  # closing releases the flock
+
+
+def new_run_dir(workdir: Path, dry_run: bool) -> Path:
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+    run = workdir / RUNS / (stamp + ("-dry-run" if dry_run else ""))
+    run.mkdir(parents=True)
+    return run
+
+
+def prune(workdir: Path, keep: int, current: Path) -> list[Path]:
+    """Remove all but the newest KEEP run folders (never the current one)."""
+    runs = sorted(p for p in (workdir / RUNS).iterdir() if p.is_dir())
+    doomed = [p for p in runs[: max(0, len(runs) - keep)] if p != current]
+    for path in doomed:
+        shutil.rmtree(path)
+    return doomed
+
+
+def sync(
+    settings: SyncSettings,
+    token: Secret,
+    api_key: Secret | None,
+    *,
+    stderr: IO[str],
+    stdout: IO[str],
+    progress: bool | None = None,
+) -> SyncResult:
+    """One sync run; raises ReplayError (with its exit code) when a step fails."""
+    lock = SyncLock(settings.workdir, wait=settings.wait)
+    run_dir: Path | None = None
+    try:
+        run_dir = new_run_dir(settings.workdir, settings.dry_run)
+        export = run_dir / "export.json"
+        client = OpenWebUI(
+            settings.openwebui_url,
+            token,
+            timeout=settings.download_timeout,
+            verify=settings.verify_tls,
+        )
+        try:
+            downloaded = download(
+                client, export, user_scope=settings.user_scope, stderr=stderr, progress=progress
+            )
+        finally:
+            client.close()
+        feedback = run_dir / "feedback.jsonl"
+        converted = convert(
+            str(export),
+            feedback,
+            settings.mapping,
+            stderr=stderr,
+            progress=progress,
+            allow_empty=settings.allow_empty,
+        )
+        report = verify(feedback, export)
+        if not report.ok:  # convert's own output: only a bug or a disk fault gets here
+            raise InputError(f"{feedback}: the handoff does not verify:\n{report.render()}")
+        if settings.dry_run:
+            replayed = dry_run(feedback, settings.replay, settings.samples, stdout)
+        else:
+            assert api_key is not None
+            replayed = replay(feedback, settings.replay, api_key, stderr=stderr, progress=progress)
+        result = SyncResult(run_dir, downloaded, converted, replayed, settings.dry_run)
+        write_json_atomic(run_dir / "sync.json", result.as_dict())
+        prune(settings.workdir, settings.keep, run_dir)
+        return result
+    except BaseException:
+        if run_dir is not None and not any(run_dir.iterdir()):
+            run_dir.rmdir()  # nothing was fetched: leave no empty folder behind
+        raise
+    finally:
+        lock.release()
