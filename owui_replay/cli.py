@@ -104,6 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_download(commands)
     _add_convert(commands)
     _add_verify(commands)
+    _add_approve(commands)
     _add_replay(commands)
     _add_inspect(commands)
     _add_state(commands)
@@ -137,6 +138,7 @@ def _add_convert(commands: Any) -> None:
         metavar="N",
         help="payloads to print with --dry-run (default 3)",
     )
+    p.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no summary")
     p.set_defaults(handler=run_convert)
 
@@ -259,12 +261,14 @@ def run_convert(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> E
         if output is not None:
             raise InputError(f"{exc}; {explain_partial(HandoffPaths.for_output(output))}") from None
         raise
-    if args.dry_run:
+    if args.dry_run and not args.json:
         for payload in result.samples:
             stdout.write(json.dumps(payload, ensure_ascii=False, indent=2, sort_keys=True) + "\n")
     if not args.quiet:
         prefix = "dry run: " if args.dry_run else ""
         stderr.write(f"{PROG}: {prefix}{result.summary()}\n")
+    if args.json:
+        stdout.write(json.dumps(result.as_dict(), indent=2, ensure_ascii=False) + "\n")
     return ExitCode.OK
 
 
@@ -346,6 +350,15 @@ def _add_replay(commands: Any) -> None:
         metavar="N",
         help="payloads to print with --dry-run (default 3)",
     )
+    _add_allowed_signers(p, "send only a handoff whose manifest enough principals in FILE signed")
+    p.add_argument(
+        "--min-approvals",
+        type=_int_range(1, 100),
+        default=1,
+        metavar="N",
+        help="distinct principals that must have signed, with --allowed-signers (default 1)",
+    )
+    p.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no summary")
     p.set_defaults(handler=run_replay)
 
@@ -459,7 +472,17 @@ def replay_settings(args: argparse.Namespace) -> Any:
         retry_refused=args.retry_refused,
         state_path=Path(args.ledger) if args.ledger else None,
         power_safe=args.power_safe,
+        allowed_signers=Path(signers)
+        if (signers := getattr(args, "allowed_signers", None))
+        else None,
+        min_approvals=getattr(args, "min_approvals", 1),
     )
+
+
+def _optional_path(text: str | None) -> Any:
+    from pathlib import Path
+
+    return Path(text) if text else None
 
 
 def run_replay(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> ExitCode:
@@ -471,9 +494,11 @@ def run_replay(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> Ex
     settings = replay_settings(args)
     feedback = Path(args.feedback)
     if args.dry_run:
-        result = dry_run(feedback, settings, args.samples, stdout)
+        result = dry_run(feedback, settings, 0 if args.json else args.samples, stdout)
         if not args.quiet:
             stderr.write(f"{PROG}: dry run: {result.summary()}\n")
+        if args.json:
+            stdout.write(json.dumps(result.as_dict(), indent=2, ensure_ascii=False) + "\n")
         return result.exit_code
     api_key = load_secret("PORTKEY_API_KEY", args.api_key_file, "--api-key-file")
     with _sigterm_as_interrupt():
@@ -485,6 +510,8 @@ def run_replay(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> Ex
         stderr.write(f"{PROG}: error: {api_key.redact(message)}\n")
     if not args.quiet or result.exit_code != ExitCode.OK:
         stderr.write(f"{PROG}: replay: {api_key.redact(result.summary())}\n")
+    if args.json:
+        stdout.write(json.dumps(result.as_dict(), indent=2, ensure_ascii=False) + "\n")
     return result.exit_code
 
 
@@ -736,6 +763,7 @@ def _add_download(commands: Any) -> None:
         metavar="S",
         help="seconds without data before giving up (default 300)",
     )
+    p.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no summary")
     p.set_defaults(handler=run_download)
 
@@ -765,7 +793,21 @@ def run_download(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> 
         )
     finally:
         client.close()
-    stdout.write(f"{result.sha256}  {result.path.name}\n")
+    if args.json:
+        doc = {
+            "command": "download",
+            "exit_code": int(ExitCode.OK),
+            "path": str(result.path),
+            "sidecar": str(result.path) + ".sha256",
+            "sha256": result.sha256,
+            "bytes": result.bytes,
+            "records": result.records,
+            "auth": result.auth,
+            "user_scope": args.user_scope,
+        }
+        stdout.write(json.dumps(doc, indent=2) + "\n")
+    else:
+        stdout.write(f"{result.sha256}  {result.path.name}\n")
     if not args.quiet:
         stderr.write(
             f"{PROG}: downloaded {result.records} records, {result.bytes} bytes -> {result.path} "
@@ -793,9 +835,28 @@ def _add_verify(commands: Any) -> None:
     )
     p.add_argument("feedback", metavar="FEEDBACK.jsonl")
     p.add_argument(
-        "--export", metavar="EXPORT", help="also check the export's sha256 against the manifest"
+        "--export",
+        metavar="EXPORT",
+        help="also check the export's sha256, and that converting it again with the "
+        "manifest's options gives byte-identical files",
     )
+    p.add_argument(
+        "--accept-other-version",
+        action="store_true",
+        help="accept a manifest made by another owui-replay version",
+    )
+    _add_allowed_signers(p, "check the approvals' signatures against FILE and list who signed")
+    p.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
     p.set_defaults(handler=run_verify)
+
+
+def _add_allowed_signers(p: argparse.ArgumentParser, text: str) -> None:
+    p.add_argument(
+        "--allowed-signers",
+        metavar="FILE",
+        default=os.environ.get("OWUI_REPLAY_ALLOWED_SIGNERS") or None,
+        help=f"{text} (OpenSSH allowed_signers format; default $OWUI_REPLAY_ALLOWED_SIGNERS)",
+    )
 
 
 def run_verify(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> ExitCode:
@@ -806,9 +867,97 @@ def run_verify(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> Ex
     feedback = Path(args.feedback)
     if not feedback.exists():
         raise InputError(f"{feedback}: no such file")
-    report = verify(feedback, Path(args.export) if args.export else None)
-    stdout.write(report.render())
-    return ExitCode.OK if report.ok else ExitCode.MISMATCH
+    report = verify(
+        feedback,
+        Path(args.export) if args.export else None,
+        accept_other_version=args.accept_other_version,
+        allowed_signers=Path(args.allowed_signers) if args.allowed_signers else None,
+    )
+    code = ExitCode.OK if report.ok else ExitCode.MISMATCH
+    if args.json:
+        doc = {"command": "verify", "exit_code": int(code), "feedback": str(feedback)}
+        stdout.write(json.dumps({**doc, **report.as_dict()}, indent=2, ensure_ascii=False) + "\n")
+    else:
+        stdout.write(report.render())
+    return code
+
+
+APPROVE_EPILOG = """\
+example:
+  owui-replay approve week1/feedback.jsonl --export week1/export.json --key ~/.ssh/id_ed25519
+
+Runs every verify check first (with --export: the reproduction too) and signs only if all
+pass: `ssh-keygen -Y sign` over the manifest's exact bytes, namespace owui-replay-approval.
+The signature goes to FEEDBACK.approvals/; several approvers may sign, each is kept.
+"""
+
+
+def _add_approve(commands: Any) -> None:
+    p = commands.add_parser(
+        "approve",
+        help="verify a handoff, then sign its manifest with an SSH key",
+        description="The auditor's approval: verify FEEDBACK.jsonl (and --export), then sign "
+        "its manifest with OpenSSH so that replay --allowed-signers sends it.",
+        epilog=APPROVE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("feedback", metavar="FEEDBACK.jsonl")
+    p.add_argument("--key", required=True, metavar="KEY", help="SSH private key to sign with")
+    p.add_argument(
+        "--export",
+        metavar="EXPORT",
+        help="verify against the export too (hash and byte-identical reproduction)",
+    )
+    p.add_argument(
+        "--accept-other-version",
+        action="store_true",
+        help="accept a manifest made by another owui-replay version",
+    )
+    p.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+    p.set_defaults(handler=run_approve)
+
+
+def run_approve(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> ExitCode:
+    from pathlib import Path
+
+    from owui_replay.approvals import read_signature, sign
+    from owui_replay.handoff import HandoffPaths
+    from owui_replay.verify import verify
+
+    feedback = Path(args.feedback)
+    if not feedback.exists():
+        raise InputError(f"{feedback}: no such file")
+    report = verify(
+        feedback,
+        Path(args.export) if args.export else None,
+        accept_other_version=args.accept_other_version,
+    )
+    doc: dict[str, Any] = {"command": "approve", "feedback": str(feedback), **report.as_dict()}
+    if not report.ok:
+        if args.json:
+            doc.update(exit_code=int(ExitCode.MISMATCH), signature=None)
+            stdout.write(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
+        else:
+            stdout.write(report.render())
+        stderr.write(f"{PROG}: error: {feedback.name} does not verify: not signed\n")
+        return ExitCode.MISMATCH
+    manifest = HandoffPaths.for_output(feedback).manifest
+    signature = sign(manifest, Path(args.key))
+    fingerprint = read_signature(signature).fingerprint
+    if args.json:
+        from owui_replay.atomic import sha256_file
+
+        doc.update(
+            exit_code=int(ExitCode.OK),
+            signature=str(signature),
+            fingerprint=fingerprint,
+            manifest_sha256=sha256_file(manifest),
+        )
+        stdout.write(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
+    else:
+        stdout.write(report.render())
+        stdout.write(f"signed {manifest.name} with key {fingerprint} -> {signature}\n")
+    return ExitCode.OK
 
 
 INSPECT_EPILOG = """\
@@ -860,6 +1009,7 @@ def main(
     stderr = stderr or sys.stderr
     argv = list(sys.argv[1:] if argv is None else argv)
     show_traceback = "--traceback" in argv
+    args: argparse.Namespace | None = None
     try:
         with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
             args = build_parser().parse_args(argv)  # --help and --version print here
@@ -870,6 +1020,7 @@ def main(
         if show_traceback:
             traceback.print_exc(file=stderr)
         stderr.write(f"{PROG}: error: {exc}\n")
+        _json_error(args, stdout, exc.code, str(exc))
         return int(exc.code)
     except KeyboardInterrupt:
         stderr.write(f"{PROG}: interrupted\n")
@@ -889,6 +1040,15 @@ def main(
             f"{PROG}: error: unexpected {type(exc).__name__}: {exc} (rerun with --traceback)\n"
         )
         return int(ExitCode.ERROR)
+
+
+def _json_error(
+    args: argparse.Namespace | None, stdout: IO[str], code: ExitCode, message: str
+) -> None:
+    """With --json, a failure is one JSON object on stdout too, so a script can read it."""
+    if args is not None and getattr(args, "json", False):
+        doc = {"command": args.command, "exit_code": int(code), "error": message}
+        stdout.write(json.dumps(doc, ensure_ascii=False) + "\n")
 
 
 @contextlib.contextmanager

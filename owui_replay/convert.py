@@ -59,6 +59,29 @@ class ConvertResult:
     paths: HandoffPaths | None
     manifest: dict[str, Any]
     samples: list[dict[str, Any]] = field(default_factory=list)
+    superseded: dict[int, int] = field(default_factory=dict)  # output line -> input index
+
+    def as_dict(self) -> dict[str, Any]:
+        """The --json result (fields documented in README.md)."""
+        doc: dict[str, Any] = {
+            "command": "convert",
+            "exit_code": 0,
+            "dry_run": self.paths is None,
+            "records": self.records,
+            "outcomes": {o: self.counts[o] for o in OUTCOMES},
+            "reasons": dict(sorted(self.reasons.items())),
+            "input": self.manifest.get("input", {}),
+        }
+        if self.paths is not None:
+            doc.update(
+                output=str(self.paths.output),
+                rejects=str(self.paths.rejects),
+                manifest=str(self.paths.manifest),
+                output_sha256=self.manifest["output"]["sha256"],
+                output_lines=self.manifest["output"]["lines"],
+                rejects_sha256=self.manifest["rejects"]["sha256"],
+            )
+        return doc
 
     def summary(self) -> str:
         parts = ", ".join(f"{self.counts[o]} {o}" for o in OUTCOMES if self.counts[o])
@@ -108,6 +131,127 @@ class _Sinks:
                 writer.partial.unlink(missing_ok=True)
 
 
+@dataclass
+class Difference:
+    """Where a handoff first departs from what convert makes of its export."""
+
+    file: str
+    line: int  # 1-based line in that file
+    found: bytes  # what the file has there (b"" past its end)
+    expected: bytes  # what convert produces there (b"" when the file has a line too many)
+
+    def describe(self) -> str:
+        if not self.expected:
+            return (
+                f"{self.file} line {self.line}: a line convert does not make: {_clip(self.found)}"
+            )
+        if not self.found:
+            return f"{self.file} ends before line {self.line}; convert makes {_clip(self.expected)}"
+        at = next(
+            (i for i, (a, b) in enumerate(zip(self.found, self.expected, strict=False)) if a != b),
+            min(len(self.found), len(self.expected)),
+        )
+        return (
+            f"{self.file} line {self.line} differs from what convert makes of the export at "
+            f"byte {at}: has {_clip(self.found, at)}, expected {_clip(self.expected, at)}"
+        )
+
+
+def _clip(data: bytes, around: int = 0, width: int = 70) -> str:
+    """A short, readable window of a line around one byte position."""
+    start = max(0, around - width // 2)
+    text = data[start : start + width].decode("utf-8", "replace").rstrip("\n")
+    return repr(("…" if start else "") + text + ("…" if start + width < len(data) else ""))
+
+
+class _ComparingSinks(_Sinks):
+    """Instead of writing, compare every produced line with an existing handoff's files.
+
+    Output lines are matched as they come; a produced line that does not match is held
+    aside (only superseded lines should be, and they are few); rejects are compared in order.
+    Memory stays bounded: past MAX_HELD lines held aside, the handoff is already different.
+    """
+
+    MAX_HELD = 10_000
+
+    def __init__(self, paths: HandoffPaths) -> None:
+        super().__init__(None)
+        self.paths = paths
+        self._out = open(paths.output, "rb")  # noqa: SIM115 - closed in close()
+        self._rejects = open(paths.rejects, "rb")  # noqa: SIM115 - closed in close()
+        self._out_line = 0  # lines of the file matched so far
+        self._rejects_line = 0
+        self.held: dict[int, tuple[bytes, int, bytes]] = {}  # produced index -> (line, at, found)
+        self.overflow = False
+        self.rejects_difference: Difference | None = None
+
+    def payload(self, line: bytes) -> int:
+        index = super().payload(line)
+        position = self._out.tell()
+        found = self._out.readline()
+        if found == line:
+            self._out_line += 1
+        else:
+            self._out.seek(position)  # the file line may match the next produced one
+            if len(self.held) < self.MAX_HELD:
+                self.held[index] = (line, self._out_line + 1, found)
+            else:
+                self.overflow = True
+        return index
+
+    def reject(self, entry: dict[str, Any]) -> None:
+        line = dumps_line(entry, sort_keys=False)
+        found = self._rejects.readline()
+        self._rejects_line += 1
+        if found != line and self.rejects_difference is None:
+            self.rejects_difference = Difference(
+                self.paths.rejects.name, self._rejects_line, found, line
+            )
+
+    def differences(self, superseded: dict[int, int]) -> list[Difference]:
+        """After the run: the first difference in each file (none: byte-identical)."""
+        found: list[Difference] = []
+        strays = sorted(i for i in self.held if i not in superseded)
+        missing = sorted(i for i in superseded if i not in self.held)
+        extra = self._out.readline()
+        name = self.paths.output.name
+        if strays or self.overflow:
+            line, at, there = self.held[strays[0]] if strays else (b"", 0, b"")
+            found.append(Difference(name, at, there, line))
+        elif missing:  # the file kept a line that convert drops as superseded
+            found.append(Difference(name, self._out_line, b"(a superseded version)", b""))
+        elif extra:
+            found.append(Difference(name, self._out_line + 1, extra, b""))
+        if self.rejects_difference is not None:
+            found.append(self.rejects_difference)
+        elif extra_reject := self._rejects.readline():
+            found.append(Difference(self.paths.rejects.name, self._rejects_line + 1,
+                                    extra_reject, b""))  # fmt: skip
+        return found
+
+    def close(self) -> None:
+        """convert() closes its sinks before the comparison is read: keep the files open."""
+
+    def discard(self) -> None:
+        self.release()
+
+    def release(self) -> None:
+        self._out.close()
+        self._rejects.close()
+
+
+def reproduce(
+    export_path: str, paths: HandoffPaths, options: MappingOptions
+) -> tuple[ConvertResult, list[Difference]]:
+    """Convert EXPORT again, comparing with the handoff's files instead of writing any."""
+    sinks = _ComparingSinks(paths)
+    try:
+        result = convert(export_path, None, options, progress=False, allow_empty=True, _sinks=sinks)
+        return result, sinks.differences(result.superseded)
+    finally:
+        sinks.release()
+
+
 def convert(
     export_path: str,
     output: str | Path | None,
@@ -117,6 +261,7 @@ def convert(
     stderr: IO[str] | None = None,
     progress: bool | None = None,
     allow_empty: bool = False,
+    _sinks: _Sinks | None = None,
 ) -> ConvertResult:
     """Convert EXPORT to OUTPUT (None: dry run, nothing written). Raises InputError."""
     mapper = Mapper(options)
@@ -124,7 +269,7 @@ def convert(
     payload_validator = RecordValidator(PORTKEY_SCHEMA)
     paths = HandoffPaths.for_output(output) if output is not None else None
     stream = open_export(export_path)
-    sinks = _Sinks(paths)
+    sinks = _sinks or _Sinks(paths)
     counts: Counter[str] = Counter()
     reasons: Counter[str] = Counter()
     seen: dict[str, _Seen] = {}
@@ -170,7 +315,7 @@ def convert(
     finally:
         sinks.close()
         stream.close()
-    return ConvertResult(total, counts, reasons, paths, manifest, sample_payloads)
+    return ConvertResult(total, counts, reasons, paths, manifest, sample_payloads, superseded)
 
 
 def _process(
@@ -253,6 +398,12 @@ def _drop_superseded(
     counts[WRITTEN] -= len(superseded)
     counts[SUPERSEDED] += len(superseded)
     reasons["superseded"] += len(superseded)
+    if isinstance(sinks, _ComparingSinks):
+        for line_no in sorted(superseded):
+            held = sinks.held.get(line_no)
+            if held is not None:
+                sinks.reject(_superseded_entry(superseded[line_no], json.loads(held[0])))
+        return
     if sinks.out is None or sinks.rejects is None:
         return
     old = sinks.out
@@ -263,20 +414,23 @@ def _drop_superseded(
     with open(tmp, "rb") as handle:
         for line_no, line in enumerate(handle):
             if line_no in superseded:
-                payload = json.loads(line)
-                entry = _reject(
-                    superseded[line_no],
-                    payload.get("metadata", {}).get("feedback_id"),
-                    SUPERSEDED,
-                    "superseded",
-                    "a later record has the same feedback id and a newer updated_at",
-                )
-                entry["payload"] = payload
-                sinks.reject(entry)
+                sinks.reject(_superseded_entry(superseded[line_no], json.loads(line)))
             else:
                 rewritten.write_line(line)
     os.unlink(tmp)
     sinks.out = rewritten
+
+
+def _superseded_entry(index: int, payload: dict[str, Any]) -> dict[str, Any]:
+    entry = _reject(
+        index,
+        payload.get("metadata", {}).get("feedback_id"),
+        SUPERSEDED,
+        "superseded",
+        "a later record has the same feedback id and a newer updated_at",
+    )
+    entry["payload"] = payload
+    return entry
 
 
 def build_manifest(

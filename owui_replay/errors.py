@@ -19,6 +19,7 @@ class ExitCode(IntEnum):
         7  # the base URL is not Portkey's feedback API (404/405, a redirect): nothing used up
     )
     BUSY = 8  # another run holds the same endpoint (or sync's lock)
+    NOT_APPROVED = 9  # replay --allowed-signers: not enough valid approvals; nothing was sent
     NOTHING_NEW = 10  # sync: the run succeeded and there was nothing to send
     INTERRUPTED = 130  # Ctrl-C or SIGTERM; state was saved
 

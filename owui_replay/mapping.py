@@ -58,6 +58,29 @@ class MappingOptions:
             "until": self.until,
         }
 
+    @classmethod
+    def from_dict(cls, options: dict[str, Any]) -> MappingOptions:
+        """The options a manifest recorded (as_dict's inverse); ValueError when unknown."""
+        known = set(cls().as_dict())
+        if not isinstance(options, dict) or set(options) != known:
+            got = sorted(options) if isinstance(options, dict) else type(options).__name__
+            raise ValueError(f"options {got} are not the ones this version records")
+        try:
+            return cls(
+                trace_template=str(options["trace_id"]),
+                up_value=int(options["thumbs_up_value"]),
+                down_value=int(options["thumbs_down_value"]),
+                weight=float(options["weight"]),
+                missing_ids=str(options["missing_ids"]),
+                keep_metadata=tuple(options["keep_metadata"]),
+                drop_metadata=tuple(options["drop_metadata"]),
+                extra_metadata=tuple((str(k), str(v)) for k, v in options["metadata"].items()),
+                since=options["since"],
+                until=options["until"],
+            )
+        except (TypeError, ValueError, AttributeError) as exc:
+            raise ValueError(f"options are malformed: {exc}") from None
+
 
 def template_fields(template: str) -> list[str]:
     """The {fields} a trace-id template uses; ValueError names what is wrong with it."""

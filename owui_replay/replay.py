@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from owui_replay.approvals import require_approvals
 from owui_replay.delivery import (
     Deliverer,
     DeliveryOptions,
@@ -46,7 +47,8 @@ class ReplaySettings:
     retry_refused: bool = False
     state_path: Path | None = None  # None: default_state_path()
     power_safe: bool = False  # fsync the delivery state on every commit
-    approved_by: str = ""  # principals who approved the handoff, recorded with each rating
+    allowed_signers: Path | None = None  # only a handoff approved by these principals is sent
+    min_approvals: int = 1
 
     @property
     def state_file(self) -> Path:
@@ -66,6 +68,7 @@ class Plan:
     uncertain_resent: int = 0
     uncertain_skipped: int = 0
     maybe_copies: int = 0  # unanswered POSTs behind the uncertain ratings resent
+    approved_by: list[str] = field(default_factory=list)  # principals whose approval verified
 
     @property
     def posts(self) -> int:
@@ -170,6 +173,40 @@ class ReplayResult:
             return 0
         return len(self.plan.sends) - self.stats.acked - self.stats.refused
 
+    def as_dict(self) -> dict[str, Any]:
+        """The --json result (fields documented in README.md)."""
+        plan, stats = self.plan, self.stats
+        doc: dict[str, Any] = {
+            "command": "replay",
+            "dry_run": stats is None,
+            "exit_code": int(self.exit_code),
+            "stop_reason": stats.stop_reason.value if stats and stats.stop_reason else None,
+            "endpoint": plan.endpoint,
+            "feedback": str(self.paths.output),
+            "journal": str(self.paths.journal),
+            "failed_file": str(self.paths.failed),
+            "lines": plan.total,
+            "to_post": plan.posts,
+            "to_put": plan.puts,
+            "by_state": {state.value: n for state, n in sorted(plan.states.items(), key=str)},
+            "before_start_offset": plan.below_offset,
+            "older_copies_in_file": plan.superseded,
+            "uncertain_resent": plan.uncertain_resent,
+            "uncertain_skipped": plan.uncertain_skipped,
+            "approved_by": plan.approved_by,
+        }
+        if stats is not None:
+            doc.update(
+                posted=stats.posted,
+                updated=stats.updated,
+                refused=stats.refused,
+                extra_copies=stats.extra_copies,
+                retries=stats.retried,
+                throttled=stats.throttled,
+                not_delivered=self.not_delivered,
+            )
+        return doc
+
     def summary(self) -> str:
         plan, stats, states = self.plan, self.stats, self.plan.states
         parts = [f"{plan.total} lines"]
@@ -205,17 +242,28 @@ class ReplayResult:
                 parts.append(f"throttled (429): {stats.throttled}")
             if stats.stop_reason is not None and self.not_delivered > 0:
                 parts.append(f"not delivered yet: {self.not_delivered} (run again to resume)")
+        if plan.approved_by:
+            parts.append(f"approved by: {', '.join(plan.approved_by)}")
         return f"{plan.endpoint}: " + ", ".join(parts)
 
 
 def _checked(
     feedback: Path, settings: ReplaySettings, state: DeliveryState, warnings: list[str]
 ) -> tuple[FeedbackFile, Plan]:
+    """Every check that comes before sending: lines, manifest, approvals; then the plan."""
     if settings.start_offset < 0:
         raise UsageError("--start-offset must be 0 or more")
+    if settings.allowed_signers is not None and not settings.verify_manifest:
+        raise UsageError("--allowed-signers checks the manifest's signatures: drop --no-verify")
     scanned, plan = plan_lines(feedback, settings, state)
     manifest = check_manifest(scanned) if settings.verify_manifest else None
-    if settings.verify_manifest and manifest is None:
+    if settings.allowed_signers is not None:
+        plan.approved_by = require_approvals(
+            HandoffPaths.for_output(feedback).manifest,
+            settings.allowed_signers,
+            settings.min_approvals,
+        )
+    elif settings.verify_manifest and manifest is None:
         warnings.append(
             f"no {HandoffPaths.for_output(feedback).manifest.name} beside {feedback.name}: "
             "sending without checking it against convert's hashes"
@@ -266,7 +314,7 @@ def _deliver(
     journal = Journal(
         paths.journal, input_name=feedback.name, input_sha256=scanned.sha256, lines=scanned.lines
     )
-    journal.start_run(_journal_options(settings))
+    journal.start_run({**_journal_options(settings), "approved_by": plan.approved_by})
     client = PortkeyClient(
         settings.base_url,
         api_key,
@@ -283,7 +331,7 @@ def _deliver(
         failed,
         settings.delivery,
         on_progress=lambda s: _update(bar, plan, s),
-        approved_by=settings.approved_by,
+        approved_by=",".join(plan.approved_by),
     )
     sends = {send.line: send for send in plan.sends}
     stats: DeliveryStats | None = None
@@ -323,7 +371,8 @@ def _journal_options(settings: ReplaySettings) -> dict[str, Any]:
         "start_offset": settings.start_offset,
         "uncertain": settings.uncertain,
         "retry_refused": settings.retry_refused,
-        "approved_by": settings.approved_by,
+        "allowed_signers": str(settings.allowed_signers) if settings.allowed_signers else None,
+        "min_approvals": settings.min_approvals,
     }
 
 

@@ -1,4 +1,5 @@
-"""What an auditor runs before approving a handoff: do the files match their manifest?"""
+"""What an auditor runs before approving a handoff: do the files match their manifest, and
+(with the export) are they exactly what convert makes of it?"""
 
 from __future__ import annotations
 
@@ -8,16 +9,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from owui_replay import __version__
+from owui_replay.approvals import Checked, approvals_dir, check_signatures, read_signature
 from owui_replay.atomic import hash_file, sha256_file
+from owui_replay.convert import OUTCOMES, WRITTEN, reproduce
 from owui_replay.errors import InputError
-from owui_replay.feedback_file import scan_feedback
+from owui_replay.feedback_file import FeedbackFile, scan_feedback
 from owui_replay.handoff import HandoffPaths
+from owui_replay.mapping import MappingOptions
 
 
 @dataclass
 class Report:
     checks: list[tuple[bool, str]] = field(default_factory=list)
     facts: list[str] = field(default_factory=list)
+    signatures: list[Checked] = field(default_factory=list)
+    signatures_checked: bool = False
 
     def check(self, ok: bool, text: str) -> bool:
         self.checks.append((ok, text))
@@ -30,59 +37,193 @@ class Report:
     def render(self) -> str:
         lines = [("ok    " if ok else "FAIL  ") + text for ok, text in self.checks]
         lines += ["      " + fact for fact in self.facts]
+        for signature in self.signatures:
+            lines.append("sig   " + signature.describe())
         verdict = "handoff verified" if self.ok else "handoff does NOT match its manifest"
         return "\n".join([*lines, verdict]) + "\n"
 
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "checks": [{"ok": ok, "text": text} for ok, text in self.checks],
+            "facts": self.facts,
+            "signatures": [
+                {
+                    "file": s.path.name,
+                    "fingerprint": s.fingerprint,
+                    "principals": s.principals,
+                    "problem": s.problem,
+                }
+                for s in self.signatures
+            ],
+            "signatures_checked": self.signatures_checked,
+        }
 
-def verify(feedback: Path, export: Path | None = None) -> Report:
+
+def _manifest_problem(manifest: Any) -> str | None:
+    """What is wrong with a manifest's shape (a hand edit, another tool), or None."""
+    if not isinstance(manifest, dict):
+        return "the manifest is not a JSON object"
+    for part in ("output", "rejects"):
+        entry = manifest.get(part)
+        if not isinstance(entry, dict):
+            return f'"{part}" is {json.dumps(entry)}, not an object'
+        if not isinstance(entry.get("sha256"), str) or not _count(entry.get("lines")):
+            return f'"{part}" needs a sha256 string and a whole number of lines'
+    counts = manifest.get("counts")
+    if not isinstance(counts, dict) or not all(_count(v) for v in counts.values()):
+        return f'"counts" must map outcomes to whole numbers, not {json.dumps(counts)[:80]}'
+    unknown = set(counts) - {"records", *OUTCOMES}
+    if unknown or "records" not in counts:
+        return f'"counts" has unknown outcomes {sorted(unknown)} or no "records"'
+    for part in ("input", "tool", "options"):
+        if not isinstance(manifest.get(part), dict):
+            return f'"{part}" is missing or not an object'
+    return None
+
+
+def _count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def verify(
+    feedback: Path,
+    export: Path | None = None,
+    *,
+    accept_other_version: bool = False,
+    allowed_signers: Path | None = None,
+) -> Report:
     report = Report()
     paths = HandoffPaths.for_output(feedback)
     if not report.check(paths.manifest.exists(), f"manifest {paths.manifest.name} is present"):
         return report
     try:
         manifest = json.loads(paths.manifest.read_text("utf-8"))
-        output, rejects, counts = manifest["output"], manifest["rejects"], manifest["counts"]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        report.check(False, f"manifest is readable ({exc})")
+    except (OSError, ValueError) as exc:
+        report.check(False, f"manifest is readable JSON ({exc})")
         return report
+    problem = _manifest_problem(manifest)
+    if not report.check(
+        problem is None, f"manifest is well-formed{f': {problem}' if problem else ''}"
+    ):
+        return report
+    made_by = str(manifest["tool"].get("version"))
+    same = made_by == __version__
+    report.check(
+        same or accept_other_version,
+        f"made by owui-replay {made_by}"
+        + ("" if same else f", this is {__version__}")
+        + ("" if same or not accept_other_version else " (accepted with --accept-other-version)")
+        + ("" if same or accept_other_version else ": pass --accept-other-version to accept it"),
+    )
     try:
         scanned = scan_feedback(feedback)
     except InputError as exc:
         report.check(False, f"every line is a Portkey feedback payload: {exc}")
         return report
     report.check(True, f"all {scanned.lines} lines are Portkey feedback payloads")
+    output, rejects, counts = manifest["output"], manifest["rejects"], manifest["counts"]
     report.check(
-        scanned.sha256 == output.get("sha256") and scanned.lines == output.get("lines"),
+        scanned.sha256 == output["sha256"] and scanned.lines == output["lines"],
         f"{feedback.name}: sha256 {scanned.sha256[:16]}… and {scanned.lines} lines match",
     )
-    if paths.rejects.exists():
-        digest, lines = hash_file(paths.rejects)
-        report.check(
-            digest == rejects.get("sha256") and lines == rejects.get("lines"),
-            f"{paths.rejects.name}: sha256 {digest[:16]}… and {lines} lines match",
-        )
-    else:
-        report.check(False, f"{paths.rejects.name} is present")
-    outcomes = {k: v for k, v in counts.items() if k != "records"}
-    report.check(
-        sum(outcomes.values()) == counts.get("records")
-        and outcomes.get("written") == scanned.lines
-        and counts.get("records", 0) - outcomes.get("written", 0) == rejects.get("lines"),
-        f"counts add up: {counts.get('records')} records = "
-        + " + ".join(f"{v} {k}" for k, v in outcomes.items() if v),
-    )
+    _check_rejects(report, paths, rejects, counts, scanned)
     if export is not None:
-        actual = sha256_file(export)
-        report.check(
-            actual == manifest["input"].get("sha256"),
-            f"export {export.name}: sha256 {actual[:16]}… matches the manifest's input",
-        )
+        _check_export(report, export, paths, manifest)
     report.facts = _facts(feedback, manifest)
+    _list_signatures(report, paths.manifest, allowed_signers)
     return report
+
+
+def _check_rejects(
+    report: Report,
+    paths: HandoffPaths,
+    rejects: dict[str, Any],
+    counts: dict[str, int],
+    scanned: FeedbackFile,
+) -> None:
+    """Hash, line count, and the counts by outcome recomputed from the files themselves."""
+    if not report.check(paths.rejects.exists(), f"{paths.rejects.name} is present"):
+        return
+    digest, lines = hash_file(paths.rejects)
+    report.check(
+        digest == rejects["sha256"] and lines == rejects["lines"],
+        f"{paths.rejects.name}: sha256 {digest[:16]}… and {lines} lines match",
+    )
+    found: Counter[str] = Counter({WRITTEN: scanned.lines})
+    damaged = ""
+    with open(paths.rejects, "rb") as handle:
+        for number, raw in enumerate(handle, 1):
+            try:
+                outcome = json.loads(raw).get("outcome") if raw.endswith(b"\n") else None
+            except (ValueError, AttributeError):
+                outcome = None
+            if outcome not in OUTCOMES or outcome == WRITTEN:
+                damaged = damaged or f"line {number} is not a reject entry"
+                continue
+            found[outcome] += 1
+    expected = {o: counts.get(o, 0) for o in OUTCOMES}
+    recounted = {o: found[o] for o in OUTCOMES}
+    report.check(
+        not damaged and recounted == expected and sum(recounted.values()) == counts["records"],
+        f"counts by outcome, recounted from the files, match: {counts['records']} records = "
+        + " + ".join(f"{v} {k}" for k, v in recounted.items() if v)
+        + (f" ({paths.rejects.name}: {damaged})" if damaged else "")
+        + ("" if recounted == expected else f"; the manifest says {expected}"),
+    )
+
+
+def _check_export(
+    report: Report, export: Path, paths: HandoffPaths, manifest: dict[str, Any]
+) -> None:
+    if not report.check(export.is_file(), f"export {export} is present"):
+        return
+    actual = sha256_file(export)
+    if not report.check(
+        actual == manifest["input"].get("sha256"),
+        f"export {export.name}: sha256 {actual[:16]}… matches the manifest's input",
+    ):
+        return
+    try:
+        options = MappingOptions.from_dict(manifest["options"])
+    except ValueError as exc:
+        report.check(False, f"the manifest's options can be used again: {exc}")
+        return
+    try:
+        result, differences = reproduce(str(export), paths, options)
+    except InputError as exc:
+        report.check(False, f"convert runs again on the export: {exc}")
+        return
+    recorded = {k: v for k, v in manifest["counts"].items()}
+    produced = {"records": result.records, **{o: result.counts[o] for o in OUTCOMES}}
+    report.check(
+        not differences and produced == recorded,
+        "converting the export again with the manifest's options gives byte-identical files"
+        if not differences and produced == recorded
+        else "converting the export again gives different files: "
+        + ("; ".join(d.describe() for d in differences) or f"counts {produced}"),
+    )
+
+
+def _list_signatures(report: Report, manifest: Path, allowed_signers: Path | None) -> None:
+    if allowed_signers is not None:
+        report.signatures = check_signatures(manifest, allowed_signers)
+        report.signatures_checked = True
+        return
+    folder = approvals_dir(manifest)
+    for path in sorted(folder.glob("*.sig")) if folder.is_dir() else []:
+        try:
+            fingerprint = read_signature(path).fingerprint
+            problem = "not checked (pass --allowed-signers FILE to check it)"
+        except (OSError, ValueError) as exc:
+            fingerprint, problem = "", f"unreadable ({exc})"
+        report.signatures.append(Checked(path, fingerprint, [], problem))
 
 
 def _facts(feedback: Path, manifest: dict[str, Any]) -> list[str]:
     """What will be sent, in a few lines an auditor can read."""
+    from datetime import datetime, timezone
+
     values: Counter[int] = Counter()
     keys: Counter[str] = Counter()
     users: set[str] = set()
@@ -105,5 +246,9 @@ def _facts(feedback: Path, manifest: dict[str, Any]) -> list[str]:
         f"dropped {manifest['options'].get('drop_metadata')}",
     ]
     if times:
-        facts.append(f"updated_at from {min(times)} to {max(times)}")
+
+        def iso(t: int) -> str:
+            return datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+        facts.append(f"updated_at from {iso(min(times))} to {iso(max(times))}")
     return facts

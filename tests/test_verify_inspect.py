@@ -6,6 +6,8 @@ import json
 import shutil
 from pathlib import Path
 
+import pytest
+
 from owui_replay.errors import ExitCode
 from tests.conftest import EDGE_EXPORT, FIXTURES, REAL_EXPORT, run_cli
 
@@ -20,7 +22,8 @@ def test_a_fresh_handoff_verifies(tmp_path: Path) -> None:
     result = run_cli("verify", str(handoff(tmp_path)), "--export", str(EDGE_EXPORT))
     assert result.code == 0, result.stdout
     assert "FAIL" not in result.stdout and result.stdout.endswith("handoff verified\n")
-    assert "counts add up: 23 records" in result.stdout
+    assert "counts by outcome, recounted from the files, match: 23 records" in result.stdout
+    assert "gives byte-identical files" in result.stdout
     assert "values: -1 x3, +1 x8" in result.stdout
 
 
@@ -65,6 +68,114 @@ def test_a_missing_manifest_or_wrong_export_fails(tmp_path: Path) -> None:
     (tmp_path / "feedback.manifest.json").unlink()
     missing = run_cli("verify", str(out))
     assert missing.code == ExitCode.MISMATCH and "FAIL  manifest" in missing.stdout
+
+
+def rewrite_manifest(out: Path, change) -> None:
+    path = out.with_name("feedback.manifest.json")
+    manifest = json.loads(path.read_text("utf-8"))
+    change(manifest)
+    path.write_text(json.dumps(manifest, indent=2), "utf-8")
+
+
+def test_a_flipped_value_with_an_updated_hash_fails_reproduction_and_names_the_line(
+    tmp_path: Path,
+) -> None:
+    from owui_replay.atomic import hash_file
+
+    out = handoff(tmp_path)
+    lines = out.read_bytes().splitlines(keepends=True)
+    payload = json.loads(lines[4])
+    payload["value"] = -payload["value"]
+    lines[4] = (json.dumps(payload, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+                + "\n").encode()  # fmt: skip
+    out.write_bytes(b"".join(lines))
+    digest, count = hash_file(out)
+
+    def forge(manifest: dict) -> None:
+        manifest["output"]["sha256"], manifest["output"]["lines"] = digest, count
+
+    rewrite_manifest(out, forge)
+    assert run_cli("verify", str(out)).code == ExitCode.OK  # consistent with itself...
+    result = run_cli("verify", str(out), "--export", str(EDGE_EXPORT))
+    assert result.code == ExitCode.MISMATCH  # ...but not what convert makes of the export
+    (line,) = [x for x in result.stdout.splitlines() if "converting the export again" in x]
+    assert line.startswith("FAIL") and "feedback.jsonl line 5 differs" in line
+    assert f'"value":{payload["value"]}' in line
+
+
+def test_relabelled_outcomes_with_the_same_total_fail(tmp_path: Path) -> None:
+    out = handoff(tmp_path)
+
+    def relabel(manifest: dict) -> None:
+        assert manifest["counts"]["skipped"] > 0
+        manifest["counts"]["skipped"] -= 1
+        manifest["counts"]["invalid"] += 1
+
+    rewrite_manifest(out, relabel)
+    result = run_cli("verify", str(out))
+    assert result.code == ExitCode.MISMATCH
+    assert "FAIL  counts by outcome, recounted from the files" in result.stdout
+
+
+def test_rejects_edited_in_place_with_the_same_line_count_fail(tmp_path: Path) -> None:
+    out = handoff(tmp_path)
+    rejects = tmp_path / "feedback.rejects.jsonl"
+    text = rejects.read_text("utf-8")
+    rejects.write_text(text.replace('"outcome":"skipped"', '"outcome":"invalid"', 1), "utf-8")
+    assert len(rejects.read_text().splitlines()) == len(text.splitlines())
+    result = run_cli("verify", str(out))
+    assert result.code == ExitCode.MISMATCH and "FAIL  feedback.rejects.jsonl: sha256" in (
+        result.stdout
+    )
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [lambda m: m["counts"].__setitem__("written", "8"),
+     lambda m: m.__setitem__("output", None),
+     lambda m: m["counts"].__setitem__("exported", 1),
+     lambda m: m.__setitem__("options", []),
+     lambda m: m.clear()],
+    ids=["count-as-string", "output-null", "unknown-outcome", "options-list", "empty"],
+)  # fmt: skip
+def test_a_malformed_manifest_is_a_fail_line_not_a_crash(tmp_path: Path, damage) -> None:
+    out = handoff(tmp_path)
+    rewrite_manifest(out, damage)
+    result = run_cli("verify", str(out), "--export", str(EDGE_EXPORT))
+    assert result.code == ExitCode.MISMATCH, result.stderr
+    assert "FAIL  manifest is well-formed" in result.stdout and not result.stderr
+
+
+def test_a_missing_export_is_a_fail_line(tmp_path: Path) -> None:
+    out = handoff(tmp_path)
+    result = run_cli("verify", str(out), "--export", str(tmp_path / "nope.json"))
+    assert result.code == ExitCode.MISMATCH and "FAIL  export" in result.stdout
+    assert not result.stderr
+
+
+def test_a_manifest_from_another_version_fails_unless_accepted(tmp_path: Path) -> None:
+    out = handoff(tmp_path)
+    rewrite_manifest(out, lambda m: m["tool"].__setitem__("version", "0.0.9"))
+    refused = run_cli("verify", str(out), "--export", str(EDGE_EXPORT))
+    assert refused.code == ExitCode.MISMATCH
+    assert "FAIL  made by owui-replay 0.0.9" in refused.stdout
+    assert "--accept-other-version" in refused.stdout
+    accepted = run_cli("verify", str(out), "--export", str(EDGE_EXPORT), "--accept-other-version")
+    assert accepted.code == ExitCode.OK, accepted.stdout
+
+
+def test_a_handoff_with_superseded_ratings_reproduces(tmp_path: Path) -> None:
+    records = json.loads(REAL_EXPORT.read_text())
+    changed = json.loads(json.dumps(next(r for r in records if r.get("snapshot"))))
+    changed["data"]["rating"] = -int(changed["data"]["rating"])
+    changed["updated_at"] += 5
+    export = tmp_path / "export.json"
+    export.write_text(json.dumps([*records, changed]))
+    out = handoff(tmp_path, export)
+    manifest = json.loads((tmp_path / "feedback.manifest.json").read_text())
+    assert manifest["counts"]["superseded"] == 1
+    result = run_cli("verify", str(out), "--export", str(export))
+    assert result.code == ExitCode.OK, result.stdout
 
 
 def test_inspect_counts_what_is_there() -> None:
