@@ -8,13 +8,14 @@ import json
 import os
 import signal
 import sys
+import textwrap
 import threading
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from typing import IO, Any
 
 from owui_replay import __version__
-from owui_replay.errors import ExitCode, InputError, ReplayError, UsageError
+from owui_replay.errors import EXIT_CODE_HELP, ExitCode, InputError, ReplayError, UsageError
 from owui_replay.mapping import (
     DEFAULT_TRACE_TEMPLATE,
     TRACE_FIELDS,
@@ -38,11 +39,41 @@ names unless the run finished; a failed run leaves OUT.jsonl.partial.
 """
 
 
+def exit_codes_text() -> str:
+    return "exit codes:\n" + "".join(
+        f"  {int(code):<4} {text}\n" for code, text in EXIT_CODE_HELP.items()
+    )
+
+
+class _Formatter(argparse.HelpFormatter):
+    """Wraps prose to the terminal; keeps indented lines (examples, tables) as written."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        out: list[str] = []
+        for block in text.split("\n\n"):
+            lines = block.splitlines()
+            if any(line.startswith(" ") or line.endswith(":") for line in lines):
+                out.append("\n".join(indent + line for line in lines))
+            else:
+                out.append(textwrap.fill(" ".join(lines), width, initial_indent=indent,
+                                         subsequent_indent=indent))  # fmt: skip
+        return "\n\n".join(out) + ("\n" if text.endswith("\n") else "")
+
+
 class _Parser(argparse.ArgumentParser):
-    """argparse that raises UsageError instead of exiting, so main() owns the exit code."""
+    """argparse that raises UsageError instead of exiting, so main() owns the exit code;
+    no abbreviated options (a future option must never change what an old command means);
+    every help ends with the exit codes."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["allow_abbrev"] = False
+        kwargs["formatter_class"] = _Formatter
+        epilog = kwargs.get("epilog") or ""
+        kwargs["epilog"] = (epilog.rstrip("\n") + "\n\n" if epilog else "") + exit_codes_text()
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        raise UsageError(f"{self.prog}: {message} (see --help)")
+        raise UsageError(f"{message} (see {self.prog} --help)", prog=self.prog)
 
 
 def _int_range(low: int, high: int) -> Callable[[str], int]:
@@ -95,9 +126,12 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG,
         description="Move Open WebUI thumbs feedback into Portkey's feedback API, auditably.",
     )
-    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    parser.add_argument("-V", "--version", action="version", version=f"{PROG} {__version__}")
     parser.add_argument(
-        "--traceback", action="store_true", help="show a Python traceback on errors"
+        "--traceback",
+        action="store_true",
+        help="show a Python traceback on errors (accepted anywhere on the command line; or "
+        "set OWUI_REPLAY_TRACEBACK=1)",
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     commands.required = True
@@ -119,7 +153,6 @@ def _add_convert(commands: Any) -> None:
         description="Stream an Open WebUI feedback export (array or {items} page; plain, .gz "
         "or '-' for stdin), validate every record, map thumbs to Portkey feedback payloads.",
         epilog=CONVERT_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("export", metavar="EXPORT", help="export file, '.gz' or '-' for stdin")
     p.add_argument(
@@ -261,6 +294,9 @@ def run_convert(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> E
         if output is not None:
             raise InputError(f"{exc}; {explain_partial(HandoffPaths.for_output(output))}") from None
         raise
+    except KeyboardInterrupt:
+        where = f"; {explain_partial(HandoffPaths.for_output(output))}" if output else ""
+        raise ReplayError(f"interrupted{where}", ExitCode.INTERRUPTED) from None
     if args.dry_run and not args.json:
         for payload in result.samples:
             stdout.write(json.dumps(payload, ensure_ascii=False, indent=2, sort_keys=True) + "\n")
@@ -304,7 +340,6 @@ def _add_replay(commands: Any) -> None:
         "{PORTKEY_BASE_URL}/feedback, with retries, rate limiting and a delivery state that "
         "makes any interrupted run resumable without a lost or unannounced duplicate rating.",
         epilog=REPLAY_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("feedback", metavar="FEEDBACK.jsonl", help="output of owui-replay convert")
     _add_delivery_options(p, url_flag="--base-url")
@@ -359,7 +394,12 @@ def _add_replay(commands: Any) -> None:
         help="distinct principals that must have signed, with --allowed-signers (default 1)",
     )
     p.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no summary")
+    p.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="no progress bar; the summary only when something went wrong",
+    )
     p.set_defaults(handler=run_replay)
 
 
@@ -537,7 +577,6 @@ def _add_sync(commands: Any) -> None:
         "variables (OPENWEBUI_BASE_URL, OPENWEBUI_TOKEN, PORTKEY_API_KEY, PORTKEY_BASE_URL) "
         "and every guarantee of the separate commands.",
         epilog=SYNC_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
         "--user-scope",
@@ -672,7 +711,6 @@ def _add_state(commands: Any) -> None:
         description="List every Portkey endpoint in the delivery state with how many ratings "
         "it holds, how many are uncertain or refused; --forget URL starts that endpoint over.",
         epilog=STATE_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
         "--ledger",
@@ -736,7 +774,6 @@ def _add_download(commands: Any) -> None:
         description="Stream GET /api/v1/evaluations/feedbacks/all/export (admin) to disk, or "
         "with --user-scope follow every page of /api/v1/evaluations/feedbacks/user.",
         epilog=DOWNLOAD_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("-o", "--output", required=True, metavar="OUT.json", help="where to write")
     p.add_argument(
@@ -831,7 +868,6 @@ def _add_verify(commands: Any) -> None:
         "FEEDBACK.manifest.json (hashes, line counts, counts by outcome) and every line against "
         "the Portkey payload schema; print a short report. Exit 6 on any mismatch.",
         epilog=VERIFY_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("feedback", metavar="FEEDBACK.jsonl")
     p.add_argument(
@@ -899,7 +935,6 @@ def _add_approve(commands: Any) -> None:
         description="The auditor's approval: verify FEEDBACK.jsonl (and --export), then sign "
         "its manifest with OpenSSH so that replay --allowed-signers sends it.",
         epilog=APPROVE_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("feedback", metavar="FEEDBACK.jsonl")
     p.add_argument("--key", required=True, metavar="KEY", help="SSH private key to sign with")
@@ -974,7 +1009,6 @@ def _add_inspect(commands: Any) -> None:
         description="Stream an export and count records by rating, type, model, reason, user "
         "and day, with the date range and the number of invalid records.",
         epilog=INSPECT_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("export", metavar="EXPORT", help="export file, '.gz' or '-' for stdin")
     p.add_argument("--json", action="store_true", help="print all counts as JSON")
@@ -1008,18 +1042,27 @@ def main(
     stdout = stdout or sys.stdout
     stderr = stderr or sys.stderr
     argv = list(sys.argv[1:] if argv is None else argv)
-    show_traceback = "--traceback" in argv
+    before_dashes = argv[: argv.index("--")] if "--" in argv else argv
+    show_traceback = "--traceback" in before_dashes or os.environ.get(
+        "OWUI_REPLAY_TRACEBACK", ""
+    ) not in ("", "0")
+    if "--traceback" in before_dashes:  # a global flag, accepted after the command too
+        argv.remove("--traceback")
     args: argparse.Namespace | None = None
     try:
+        parser = build_parser()
+        if not argv:
+            stderr.write(parser.format_help())
+            return int(ExitCode.USAGE)
         with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
-            args = build_parser().parse_args(argv)  # --help and --version print here
+            args = parser.parse_args(argv)  # --help and --version print here
         return int(args.handler(args, stdout, stderr))
     except SystemExit as exc:  # --help and --version
         return int(exc.code or 0)
     except ReplayError as exc:
         if show_traceback:
             traceback.print_exc(file=stderr)
-        stderr.write(f"{PROG}: error: {exc}\n")
+        stderr.write(f"{exc.prog or PROG}: error: {exc}\n")
         _json_error(args, stdout, exc.code, str(exc))
         return int(exc.code)
     except KeyboardInterrupt:

@@ -18,6 +18,7 @@ from owui_replay.export_reader import ExportStream, open_export
 from owui_replay.handoff import HandoffPaths
 from owui_replay.mapping import Mapper, MappingOptions, Skip
 from owui_replay.progress import byte_bar
+from owui_replay.words import plural
 from owui_replay.schemas import OPENWEBUI_SCHEMA, PORTKEY_SCHEMA, RecordValidator, schema_version
 
 # Outcomes: every input record ends in exactly one of these.
@@ -84,8 +85,13 @@ class ConvertResult:
         return doc
 
     def summary(self) -> str:
-        parts = ", ".join(f"{self.counts[o]} {o}" for o in OUTCOMES if self.counts[o])
-        line = f"{self.records} records: {parts or 'nothing to do'}"
+        dry = self.paths is None
+
+        def label(outcome: str) -> str:
+            return "to write" if dry and outcome == WRITTEN else outcome
+
+        parts = ", ".join(f"{self.counts[o]} {label(o)}" for o in OUTCOMES if self.counts[o])
+        line = f"{plural(self.records, 'record')}: {parts or 'nothing to do'}"
         if self.paths is not None:
             line += f" -> {self.paths.output}"
         return line
@@ -484,11 +490,17 @@ def _empty_message(stream: ExportStream) -> str:
 
 
 def explain_partial(paths: HandoffPaths) -> str:
-    """Where a failed run left its work, for the error message."""
-    partial = partial_path(paths.output)
-    if partial.exists():
-        return f"records before it are in {partial}; {paths.output} was not written"
-    return f"{paths.output} was not written"
+    """Where a failed or interrupted run left its work, for the message; empty partial files
+    are removed, so what is named is all that is left."""
+    kept = []
+    for final in (paths.output, paths.rejects):
+        partial = partial_path(final)
+        if partial.exists() and partial.stat().st_size > 0:
+            kept.append(str(partial))
+        else:
+            partial.unlink(missing_ok=True)
+    where = f"what was written before it is in {' and '.join(kept)}; " if kept else ""
+    return f"{where}{paths.output} was not written"
 
 
 __all__ = ["ConvertResult", "InputError", "convert", "explain_partial"]

@@ -24,15 +24,32 @@ class ExitCode(IntEnum):
     INTERRUPTED = 130  # Ctrl-C or SIGTERM; state was saved
 
 
+EXIT_CODE_HELP = {
+    ExitCode.OK: "success",
+    ExitCode.ERROR: "unexpected error (rerun with --traceback)",
+    ExitCode.USAGE: "bad command line or option value",
+    ExitCode.BAD_INPUT: "an input file is unreadable, malformed or fails its checks",
+    ExitCode.DELIVERY_FAILED: "not every line delivered: refused, retries ran out, or TLS",
+    ExitCode.AUTH: "a server refused the credentials; stopped at once",
+    ExitCode.MISMATCH: "the handoff does not match its manifest (verify, approve)",
+    ExitCode.ENDPOINT: "the base URL is not Portkey's feedback API; nothing used up",
+    ExitCode.BUSY: "another run holds the endpoint or sync's work directory",
+    ExitCode.NOT_APPROVED: "too few valid approvals (--allowed-signers); nothing sent",
+    ExitCode.NOTHING_NEW: "sync: nothing new to send",
+    ExitCode.INTERRUPTED: "interrupted (Ctrl-C, SIGTERM); state was saved",
+}
+
+
 class ReplayError(Exception):
-    """An expected failure: the CLI prints `owui-replay: <message>` and exits with `code`."""
+    """An expected failure: the CLI prints `PROG: error: <message>` and exits with `code`."""
 
     code: ExitCode = ExitCode.ERROR
 
-    def __init__(self, message: str, code: ExitCode | None = None) -> None:
+    def __init__(self, message: str, code: ExitCode | None = None, *, prog: str = "") -> None:
         super().__init__(message)
         if code is not None:
             self.code = code
+        self.prog = prog  # which (sub)command said it, for argparse's errors
 
 
 class UsageError(ReplayError):

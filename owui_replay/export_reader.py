@@ -19,6 +19,7 @@ from typing import IO, Any
 
 import ijson
 
+from owui_replay.words import plural
 from owui_replay.errors import InputError
 
 CHUNK = 64 * 1024
@@ -229,7 +230,8 @@ class ExportStream:
         where = "uncompressed byte offset" if self.compressed else "byte offset"
         return (
             f"{self.name}: malformed JSON at {where} {offset} in record index "
-            f"{self.records_seen} ({self.records_seen} complete records before it): {reason}"
+            f"{self.records_seen} ({plural(self.records_seen, 'complete record')} before it): "
+            f"{reason}"
         )
 
     def sha256(self) -> str:

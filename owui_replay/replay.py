@@ -32,6 +32,7 @@ from owui_replay.journal import Journal, set_aside
 from owui_replay.portkey_client import PortkeyClient
 from owui_replay.progress import is_terminal
 from owui_replay.secrets import Secret
+from owui_replay.words import plural
 
 
 @dataclass(frozen=True)
@@ -209,7 +210,7 @@ class ReplayResult:
 
     def summary(self) -> str:
         plan, stats, states = self.plan, self.stats, self.plan.states
-        parts = [f"{plan.total} lines"]
+        parts = [plural(plan.total, "line")]
         if stats is None:
             parts.append(f"would POST {plan.posts}, PUT {plan.puts}")
         else:
