@@ -42,6 +42,18 @@ class HashedWriter:
         self.lines = 0
         self.bytes = 0
 
+    def write_chunk(self, data: bytes) -> None:
+        """Bytes that need not end on a line boundary (a download)."""
+        self._file.write(data)
+        self.sha256.update(data)
+        self.lines += data.count(b"\n")
+        self.bytes += len(data)
+
+    def abort(self) -> None:
+        """Give up: close and remove the partial file."""
+        self.close()
+        self.partial.unlink(missing_ok=True)
+
     def write_line(self, data: bytes) -> None:
         self._file.write(data)
         self.sha256.update(data)
@@ -70,14 +82,36 @@ class HashedWriter:
 
 def write_json_atomic(path: Path, document: Any) -> None:
     """Replace PATH with DOCUMENT as pretty JSON, atomically."""
-    partial = partial_path(path)
     text = json.dumps(document, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+    write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """Replace PATH with DATA: write NAME.partial, fsync, rename, fsync the folder."""
+    partial = partial_path(path)
     with open(partial, "wb") as handle:
-        handle.write(text.encode("utf-8"))
+        handle.write(data)
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(partial, path)
     fsync_dir(path.parent)
+
+
+def missing_folders(folder: Path) -> list[Path]:
+    """The folders that creating FOLDER would create, innermost first (to undo it)."""
+    missing = []
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    return missing
+
+
+def remove_empty(folders: list[Path]) -> None:
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            return  # not empty (someone else's files), or gone
 
 
 def hash_file(path: Path, chunk: int = 1 << 20) -> tuple[str, int]:

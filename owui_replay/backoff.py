@@ -35,8 +35,8 @@ def backoff_delay(
     rng: random.Random | None = None,
 ) -> float:
     """Full-jitter exponential backoff; a server's Retry-After (capped) is a floor."""
-    rng = rng or random
-    delay = rng.uniform(0, min(cap, base * (2**attempt)))
+    uniform = (rng or random).uniform
+    delay = uniform(0, min(cap, base * (2**attempt)))
     if retry_after is not None:
-        delay = min(retry_after, max_retry_after) + rng.uniform(0, base)
+        delay = min(retry_after, max_retry_after) + uniform(0, base)
     return delay

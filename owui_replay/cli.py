@@ -143,6 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_inspect(commands)
     _add_state(commands)
     _add_sync(commands)
+    _add_completion(commands)
     return parser
 
 
@@ -489,13 +490,10 @@ def replay_settings(args: argparse.Namespace) -> Any:
 
     from owui_replay.delivery import DeliveryOptions
     from owui_replay.replay import ReplaySettings
-    from owui_replay.urls import checked_base_url
 
-    base = args.base_url or os.environ.get("PORTKEY_BASE_URL") or DEFAULT_PORTKEY_BASE
     return ReplaySettings(
-        base_url=checked_base_url(
-            base, allow_insecure_http=args.allow_insecure_http, name="Portkey base URL"
-        ),
+        base_url=args.base_url or os.environ.get("PORTKEY_BASE_URL") or DEFAULT_PORTKEY_BASE,
+        allow_insecure_http=args.allow_insecure_http,
         delivery=DeliveryOptions(
             concurrency=args.concurrency,
             rate=args.rate,
@@ -512,9 +510,7 @@ def replay_settings(args: argparse.Namespace) -> Any:
         retry_refused=args.retry_refused,
         state_path=Path(args.ledger) if args.ledger else None,
         power_safe=args.power_safe,
-        allowed_signers=Path(signers)
-        if (signers := getattr(args, "allowed_signers", None))
-        else None,
+        allowed_signers=_optional_path(getattr(args, "allowed_signers", None)),
         min_approvals=getattr(args, "min_approvals", 1),
     )
 
@@ -806,30 +802,23 @@ def _add_download(commands: Any) -> None:
 
 
 def run_download(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> ExitCode:
-    from pathlib import Path
-
-    from owui_replay.download import OpenWebUI, download
-    from owui_replay.secrets import load_secret
-    from owui_replay.urls import checked_base_url
+    from owui_replay.download import download_export
+    from owui_replay.secrets import openwebui_token
 
     base = args.base_url or os.environ.get("OPENWEBUI_BASE_URL")
     if not base:
         raise UsageError("OPENWEBUI_BASE_URL is not set (export it, or pass --base-url)")
-    base = checked_base_url(
-        base, allow_insecure_http=args.allow_insecure_http, name="Open WebUI URL"
+    result = download_export(
+        base,
+        openwebui_token(args.token_file),
+        args.output,
+        user_scope=args.user_scope,
+        timeout=args.timeout,
+        verify_tls=args.ca_bundle or True,
+        allow_insecure_http=args.allow_insecure_http,
+        stderr=stderr,
+        progress=False if args.quiet else None,
     )
-    token = load_secret("OPENWEBUI_TOKEN", args.token_file, "--token-file")
-    client = OpenWebUI(base, token, timeout=args.timeout, verify=args.ca_bundle or True)
-    try:
-        result = download(
-            client,
-            Path(args.output),
-            user_scope=args.user_scope,
-            stderr=stderr,
-            progress=False if args.quiet else None,
-        )
-    finally:
-        client.close()
     if args.json:
         doc = {
             "command": "download",
@@ -955,43 +944,64 @@ def _add_approve(commands: Any) -> None:
 def run_approve(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> ExitCode:
     from pathlib import Path
 
-    from owui_replay.approvals import read_signature, sign
+    from owui_replay.atomic import sha256_file
     from owui_replay.handoff import HandoffPaths
-    from owui_replay.verify import verify
+    from owui_replay.verify import approve
 
     feedback = Path(args.feedback)
     if not feedback.exists():
         raise InputError(f"{feedback}: no such file")
-    report = verify(
-        feedback,
-        Path(args.export) if args.export else None,
-        accept_other_version=args.accept_other_version,
+    approval = approve(
+        feedback, args.key, args.export, accept_other_version=args.accept_other_version
     )
-    doc: dict[str, Any] = {"command": "approve", "feedback": str(feedback), **report.as_dict()}
-    if not report.ok:
-        if args.json:
-            doc.update(exit_code=int(ExitCode.MISMATCH), signature=None)
-            stdout.write(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
-        else:
-            stdout.write(report.render())
-        stderr.write(f"{PROG}: error: {feedback.name} does not verify: not signed\n")
-        return ExitCode.MISMATCH
-    manifest = HandoffPaths.for_output(feedback).manifest
-    signature = sign(manifest, Path(args.key))
-    fingerprint = read_signature(signature).fingerprint
+    report, signature = approval.report, approval.signature
+    code = ExitCode.OK if signature is not None else ExitCode.MISMATCH
     if args.json:
-        from owui_replay.atomic import sha256_file
-
+        manifest = HandoffPaths.for_output(feedback).manifest
+        doc: dict[str, Any] = {"command": "approve", "feedback": str(feedback)}
+        doc.update(report.as_dict())
         doc.update(
-            exit_code=int(ExitCode.OK),
-            signature=str(signature),
-            fingerprint=fingerprint,
-            manifest_sha256=sha256_file(manifest),
+            exit_code=int(code),
+            signature=str(signature) if signature else None,
+            fingerprint=approval.fingerprint,
+            manifest_sha256=sha256_file(manifest) if manifest.exists() else None,
         )
         stdout.write(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
     else:
         stdout.write(report.render())
-        stdout.write(f"signed {manifest.name} with key {fingerprint} -> {signature}\n")
+    if signature is None:
+        stderr.write(f"{PROG}: error: {feedback.name} does not verify: not signed\n")
+        return code
+    if not args.json:
+        name = HandoffPaths.for_output(feedback).manifest.name
+        stdout.write(f"signed {name} with key {approval.fingerprint} -> {signature}\n")
+    return code
+
+
+COMPLETION_EPILOG = """\
+example:
+  owui-replay completion bash > ~/.local/share/bash-completion/completions/owui-replay
+  owui-replay completion zsh > "${fpath[1]}/_owui-replay"
+  owui-replay completion fish > ~/.config/fish/completions/owui-replay.fish
+"""
+
+
+def _add_completion(commands: Any) -> None:
+    p = commands.add_parser(
+        "completion",
+        help="print a shell completion script (bash, zsh or fish)",
+        description="Print a completion script for SHELL, generated from this program's own "
+        "options, on stdout.",
+        epilog=COMPLETION_EPILOG,
+    )
+    p.add_argument("shell", choices=("bash", "zsh", "fish"), metavar="SHELL")
+    p.set_defaults(handler=run_completion)
+
+
+def run_completion(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> ExitCode:
+    from owui_replay.completion import script
+
+    stdout.write(script(args.shell, build_parser(), PROG))
     return ExitCode.OK
 
 

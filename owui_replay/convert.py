@@ -18,8 +18,8 @@ from owui_replay.export_reader import ExportStream, open_export
 from owui_replay.handoff import HandoffPaths
 from owui_replay.mapping import Mapper, MappingOptions, Skip
 from owui_replay.progress import byte_bar
-from owui_replay.words import plural
 from owui_replay.schemas import OPENWEBUI_SCHEMA, PORTKEY_SCHEMA, RecordValidator, schema_version
+from owui_replay.words import plural
 
 # Outcomes: every input record ends in exactly one of these.
 WRITTEN, INVALID, SKIPPED, FILTERED, DUPLICATE, SUPERSEDED = (
@@ -110,7 +110,12 @@ class _Sinks:
     def __init__(self, paths: HandoffPaths | None) -> None:
         self.paths = paths
         self.out = HashedWriter(paths.output) if paths else None
-        self.rejects = HashedWriter(paths.rejects) if paths else None
+        try:
+            self.rejects = HashedWriter(paths.rejects) if paths else None
+        except BaseException:
+            if self.out is not None:
+                self.out.close()
+            raise
         self.out_lines = 0
 
     def payload(self, line: bytes) -> int:
@@ -182,7 +187,7 @@ class _ComparingSinks(_Sinks):
 
     def __init__(self, paths: HandoffPaths) -> None:
         super().__init__(None)
-        self.paths = paths
+        self.handoff = paths
         self._out = open(paths.output, "rb")  # noqa: SIM115 - closed in close()
         self._rejects = open(paths.rejects, "rb")  # noqa: SIM115 - closed in close()
         self._out_line = 0  # lines of the file matched so far
@@ -211,7 +216,7 @@ class _ComparingSinks(_Sinks):
         self._rejects_line += 1
         if found != line and self.rejects_difference is None:
             self.rejects_difference = Difference(
-                self.paths.rejects.name, self._rejects_line, found, line
+                self.handoff.rejects.name, self._rejects_line, found, line
             )
 
     def differences(self, superseded: dict[int, int]) -> list[Difference]:
@@ -220,7 +225,7 @@ class _ComparingSinks(_Sinks):
         strays = sorted(i for i in self.held if i not in superseded)
         missing = sorted(i for i in superseded if i not in self.held)
         extra = self._out.readline()
-        name = self.paths.output.name
+        name = self.handoff.output.name
         if strays or self.overflow:
             line, at, there = self.held[strays[0]] if strays else (b"", 0, b"")
             found.append(Difference(name, at, there, line))
@@ -231,7 +236,7 @@ class _ComparingSinks(_Sinks):
         if self.rejects_difference is not None:
             found.append(self.rejects_difference)
         elif extra_reject := self._rejects.readline():
-            found.append(Difference(self.paths.rejects.name, self._rejects_line + 1,
+            found.append(Difference(self.handoff.rejects.name, self._rejects_line + 1,
                                     extra_reject, b""))  # fmt: skip
         return found
 
@@ -259,9 +264,9 @@ def reproduce(
 
 
 def convert(
-    export_path: str,
+    export_path: str | Path,
     output: str | Path | None,
-    options: MappingOptions,
+    options: MappingOptions | None = None,
     *,
     samples: int = 0,
     stderr: IO[str] | None = None,
@@ -270,12 +275,17 @@ def convert(
     _sinks: _Sinks | None = None,
 ) -> ConvertResult:
     """Convert EXPORT to OUTPUT (None: dry run, nothing written). Raises InputError."""
+    options = options or MappingOptions()
     mapper = Mapper(options)
     record_validator = RecordValidator(OPENWEBUI_SCHEMA)
     payload_validator = RecordValidator(PORTKEY_SCHEMA)
     paths = HandoffPaths.for_output(output) if output is not None else None
-    stream = open_export(export_path)
-    sinks = _sinks or _Sinks(paths)
+    stream = open_export(str(export_path))
+    try:
+        sinks = _sinks or _Sinks(paths)
+    except BaseException:
+        stream.close()
+        raise
     counts: Counter[str] = Counter()
     reasons: Counter[str] = Counter()
     seen: dict[str, _Seen] = {}
@@ -338,7 +348,7 @@ def _process(
 ) -> tuple[str, str | None]:
     """Decide one record's outcome and send it to the output or the rejects."""
     record_id = record.get("id") if isinstance(record, Mapping) else None
-    if not record_validator.is_valid(record):
+    if not record_validator.is_valid(record) or not isinstance(record_id, str):
         errors = [e.as_dict() for e in record_validator.errors(record)]
         sinks.reject(_reject(index, record_id, INVALID, "schema", errors=errors, record=record))
         return INVALID, "schema"

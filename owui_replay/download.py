@@ -8,9 +8,8 @@ ones); every page is followed and the items written as one JSON array.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,11 +18,12 @@ from typing import IO, Any
 import requests
 
 from owui_replay import __version__
-from owui_replay.atomic import fsync_dir
+from owui_replay.atomic import HashedWriter, missing_folders, remove_empty, write_bytes_atomic
 from owui_replay.errors import ExitCode, InputError, ReplayError
 from owui_replay.export_reader import open_export
 from owui_replay.progress import byte_bar
-from owui_replay.secrets import Secret
+from owui_replay.secrets import Secret, openwebui_token
+from owui_replay.urls import checked_base_url
 
 EXPORT_PATH = "/api/v1/evaluations/feedbacks/all/export"
 USER_PATH = "/api/v1/evaluations/feedbacks/user"
@@ -105,40 +105,67 @@ def download(
     client: OpenWebUI,
     output: Path,
     *,
-    user_scope: bool,
-    stderr: IO[str],
-    progress: bool | None,
+    user_scope: bool = False,
+    stderr: IO[str] | None = None,
+    progress: bool | None = False,
 ) -> Downloaded:
-    partial = output.with_name(output.name + ".partial")
-    output.parent.mkdir(parents=True, exist_ok=True)
-    digest = hashlib.sha256()
-    size = 0
+    """Stream the export to OUTPUT.partial, check it parses as a complete array, then rename
+    it and write OUTPUT.sha256. A failure leaves nothing that it created."""
+    created = missing_folders(output.parent)
+    writer = HashedWriter(output)
     try:
-        with open(partial, "wb") as handle:
-            chunks = _user_pages(client) if user_scope else _admin_export(client, stderr, progress)
-            for chunk in chunks:
-                handle.write(chunk)
-                digest.update(chunk)
-                size += len(chunk)
-            handle.flush()
-            os.fsync(handle.fileno())
-        records = _count_records(partial, output)
+        chunks = _user_pages(client) if user_scope else _admin_export(client, stderr, progress)
+        for chunk in chunks:
+            writer.write_chunk(chunk)
+        writer.close()
+        records = _count_records(writer.partial, output)
     except BaseException:
-        partial.unlink(missing_ok=True)
+        writer.abort()
+        remove_empty(created)
         raise
-    os.replace(partial, output)
-    fsync_dir(output.parent)
+    writer.commit()
+    digest = writer.sha256.hexdigest()
     sidecar = output.with_name(output.name + ".sha256")
-    sidecar.write_text(f"{digest.hexdigest()}  {output.name}\n", "utf-8")
-    return Downloaded(output, digest.hexdigest(), size, records, client.auth)
+    write_bytes_atomic(sidecar, f"{digest}  {output.name}\n".encode())
+    return Downloaded(output, digest, writer.bytes, records, client.auth)
 
 
-def _admin_export(client: OpenWebUI, stderr: IO[str], progress: bool | None) -> Iterator[bytes]:
+def download_export(
+    base_url: str,
+    token: Secret | str | None,
+    output: str | Path,
+    *,
+    user_scope: bool = False,
+    timeout: float = 300.0,
+    verify_tls: bool | str = True,
+    allow_insecure_http: bool = False,
+    stderr: IO[str] | None = None,
+    progress: bool | None = False,
+) -> Downloaded:
+    """download() for library callers: token None reads $OPENWEBUI_TOKEN."""
+    base = checked_base_url(
+        base_url, allow_insecure_http=allow_insecure_http, name="Open WebUI URL"
+    )
+    if not isinstance(token, Secret):
+        token = Secret(token, "argument") if token else openwebui_token()
+    client = OpenWebUI(base, token, timeout=timeout, verify=verify_tls)
+    try:
+        return download(
+            client, Path(output), user_scope=user_scope, stderr=stderr, progress=progress
+        )
+    finally:
+        client.close()
+
+
+def _admin_export(
+    client: OpenWebUI, stderr: IO[str] | None, progress: bool | None
+) -> Iterator[bytes]:
     received = 0
     with client.get(EXPORT_PATH) as response:
         length = response.headers.get("Content-Length")
         total = int(length) if length and length.isdigit() else None
-        with byte_bar(total, "download", stderr=stderr, enabled=progress) as bar:
+        show = progress if stderr is not None else False
+        with byte_bar(total, "download", stderr=stderr or sys.stderr, enabled=show) as bar:
             try:
                 for chunk in response.iter_content(CHUNK):
                     received += len(chunk)

@@ -19,8 +19,8 @@ from typing import IO, Any
 
 import ijson
 
-from owui_replay.words import plural
 from owui_replay.errors import InputError
+from owui_replay.words import plural
 
 CHUNK = 64 * 1024
 _CONTEXT_KEEP = 64
@@ -316,11 +316,21 @@ def open_export(path: str) -> ExportStream:
         except OSError:
             size, regular = None, False
     raw = RawCounter(raw_file, InputDigest(path if path != "-" and regular else None))
+    try:
+        return _sniff(name, raw, size, closers)
+    except BaseException:  # every path releases the child hasher and the file handles
+        raw.digest.cancel()
+        _close_all(closers)
+        raise
+
+
+def _sniff(name: str, raw: RawCounter, size: int | None, closers: list[Any]) -> ExportStream:
+    """Gzip or not, array or page: read just enough of the start to tell."""
     head = raw.read(CHUNK)
     compressed = head.startswith(GZIP_MAGIC)
     source: Any = raw
     if compressed:
-        gz = gzip.GzipFile(fileobj=_Prefixed(head, raw), mode="rb")
+        gz = gzip.GzipFile(fileobj=_Prefixed(head, raw), mode="rb")  # type: ignore[call-overload]
         closers.append(gz)
         source = gz
         try:
@@ -330,14 +340,12 @@ def open_export(path: str) -> ExportStream:
     text = TextStream(source, head)
     first = text.peek_first_byte()
     if first == b"":
-        _close_all(closers)
         raise InputError(f"{name}: the file is empty (no JSON value), expected a feedback export")
     if first == b"[":
         shape = "array"
     elif first == b"{":
         shape = "page"
     else:
-        _close_all(closers)
         shown = first.decode("utf-8", "replace")
         raise InputError(
             f"{name}: byte offset {text.offset}: top-level JSON value starts with {shown!r}; "

@@ -211,9 +211,9 @@ def flatten(prefix: str, value: Any, out: dict[str, str]) -> None:
         if text:
             out[prefix] = text
         return
-    text = scalar_text(value)
-    if text is not None:
-        out[prefix] = text
+    scalar = scalar_text(value)
+    if scalar is not None:
+        out[prefix] = scalar
 
 
 def clip(text: str, limit: int = METADATA_VALUE_LIMIT) -> str:
@@ -332,9 +332,9 @@ class Mapper:
             "version": record.get("version"),
         }
         for key, value in extras.items():
-            text = scalar_text(value)
-            if text is not None:
-                out[key] = text
+            scalar = scalar_text(value)
+            if scalar is not None:
+                out[key] = scalar
         if history is not None:
             out["rated_message_in_snapshot"] = "true" if found else "false"
         for key, value in self.options.extra_metadata:

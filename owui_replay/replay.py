@@ -31,13 +31,17 @@ from owui_replay.handoff import HandoffPaths
 from owui_replay.journal import Journal, set_aside
 from owui_replay.portkey_client import PortkeyClient
 from owui_replay.progress import is_terminal
-from owui_replay.secrets import Secret
+from owui_replay.secrets import Secret, portkey_key
+from owui_replay.urls import DEFAULT_PORTKEY_BASE, checked_base_url
 from owui_replay.words import plural
 
 
 @dataclass(frozen=True)
 class ReplaySettings:
-    base_url: str  # normalised (urls.checked_base_url): also the endpoint's identity
+    """How to replay. base_url is normalised on construction: it is the endpoint's identity,
+    and plain http to another host is refused unless allow_insecure_http."""
+
+    base_url: str = DEFAULT_PORTKEY_BASE
     delivery: DeliveryOptions = field(default_factory=DeliveryOptions)
     timeout: float = 30.0
     verify_tls: bool | str = True
@@ -50,6 +54,14 @@ class ReplaySettings:
     power_safe: bool = False  # fsync the delivery state on every commit
     allowed_signers: Path | None = None  # only a handoff approved by these principals is sent
     min_approvals: int = 1
+
+    allow_insecure_http: bool = False
+
+    def __post_init__(self) -> None:
+        normal = checked_base_url(
+            self.base_url, allow_insecure_http=self.allow_insecure_http, name="Portkey base URL"
+        )
+        object.__setattr__(self, "base_url", normal)
 
     @property
     def state_file(self) -> Path:
@@ -149,6 +161,7 @@ class ReplayResult:
     plan: Plan
     stats: DeliveryStats | None  # None: a dry run
     paths: HandoffPaths
+    warnings: list[str] = field(default_factory=list)  # what was said before sending
 
     @property
     def exit_code(self) -> ExitCode:
@@ -273,32 +286,38 @@ def _checked(
 
 
 def replay(
-    feedback: Path,
-    settings: ReplaySettings,
-    api_key: Secret,
+    feedback: str | Path,
+    settings: ReplaySettings | None = None,
+    api_key: Secret | str | None = None,
     *,
-    stderr: IO[str],
-    progress: bool | None = None,
+    stderr: IO[str] | None = None,
+    progress: bool | None = False,
 ) -> ReplayResult:
+    """Send what the endpoint does not hold yet. api_key None reads $PORTKEY_API_KEY; stderr
+    None prints nothing (the warnings are in the result); progress None: a bar on a terminal."""
+    feedback = Path(feedback)
+    settings = settings or ReplaySettings()
+    if not isinstance(api_key, Secret):
+        api_key = Secret(api_key, "argument") if api_key else portkey_key()
     paths = HandoffPaths.for_output(feedback)
     state = DeliveryState(settings.state_file, settings.base_url, durable=settings.power_safe)
     try:
         state.lock()
         warnings: list[str] = []
         scanned, plan = _checked(feedback, settings, state, warnings)
-        for warning in warnings:
-            stderr.write(f"owui-replay: warning: {warning}\n")
         announcement = plan.announcement()
-        if announcement:
-            stderr.write(f"owui-replay: {announcement}\n")
-        stderr.flush()
+        said = [f"warning: {w}" for w in warnings] + ([announcement] if announcement else [])
+        if stderr is not None:
+            for text in said:
+                stderr.write(f"owui-replay: {text}\n")
+            stderr.flush()
         state.touch_endpoint()
         if settings.restart and paths.journal.exists():
             set_aside(paths.journal)
         stats = _deliver(feedback, scanned, plan, paths, settings, state, api_key, stderr, progress)
     finally:
         state.close()
-    return ReplayResult(plan, stats, paths)
+    return ReplayResult(plan, stats, paths, said)
 
 
 def _deliver(
@@ -309,7 +328,7 @@ def _deliver(
     settings: ReplaySettings,
     state: DeliveryState,
     api_key: Secret,
-    stderr: IO[str],
+    stderr: IO[str] | None,
     progress: bool | None,
 ) -> DeliveryStats:
     journal = Journal(
@@ -350,14 +369,22 @@ def _deliver(
 
 
 def dry_run(
-    feedback: Path, settings: ReplaySettings, samples: int, stdout: IO[str]
+    feedback: str | Path,
+    settings: ReplaySettings | None = None,
+    samples: int = 0,
+    stdout: IO[str] | None = None,
 ) -> ReplayResult:
+    """What replay would do, sending nothing (no key needed); SAMPLES payloads to stdout."""
+    feedback = Path(feedback)
+    settings = settings or ReplaySettings()
+    warnings: list[str] = []
     with DeliveryState(settings.state_file, settings.base_url, create=False) as state:
-        _scanned, plan = _checked(feedback, settings, state, [])
-    wanted = {send.line for send in plan.sends[:samples]}
+        _scanned, plan = _checked(feedback, settings, state, warnings)
+    wanted = {send.line for send in plan.sends[:samples]} if stdout is not None else set()
     for _number, raw in iter_lines(feedback, wanted):
+        assert stdout is not None
         stdout.write(json.dumps(json.loads(raw), ensure_ascii=False, indent=2) + "\n")
-    return ReplayResult(plan, None, HandoffPaths.for_output(feedback))
+    return ReplayResult(plan, None, HandoffPaths.for_output(feedback), warnings)
 
 
 def _journal_options(settings: ReplaySettings) -> dict[str, Any]:
@@ -377,10 +404,10 @@ def _journal_options(settings: ReplaySettings) -> dict[str, Any]:
     }
 
 
-def _bar(plan: Plan, stderr: IO[str], enabled: bool | None) -> Any:
+def _bar(plan: Plan, stderr: IO[str] | None, enabled: bool | None) -> Any:
     from tqdm import tqdm
 
-    show = is_terminal(stderr) if enabled is None else enabled
+    show = stderr is not None and (is_terminal(stderr) if enabled is None else enabled)
     return tqdm(
         total=plan.total,
         initial=plan.done_before,

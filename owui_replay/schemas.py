@@ -19,6 +19,7 @@ from typing import Any
 
 import jsonschema
 
+jsonschema_rs: Any
 try:  # optional accelerator; the reference validator alone gives the same answers
     import jsonschema_rs
 except ImportError:  # pragma: no cover - exercised only where the wheel is missing
@@ -33,7 +34,7 @@ MAX_ERRORS = 10
 @cache
 def load_schema(name: str) -> dict[str, Any]:
     """Read a schema shipped inside the package (works from a wheel or a checkout)."""
-    text = resources.files("owui_replay").joinpath("schemas", name).read_text("utf-8")
+    text = resources.files("owui_replay").joinpath("schemas").joinpath(name).read_text("utf-8")
     return json.loads(text)
 
 
@@ -141,7 +142,7 @@ HEAVY_PROPERTIES = ("snapshot",)
 
 def _heavy_property_validators(schema: dict[str, Any]) -> dict[str, Callable[[Any], bool]]:
     """Fast validators for heavy top-level properties that may be absent."""
-    validators = {}
+    validators: dict[str, Callable[[Any], bool]] = {}
     for key in HEAVY_PROPERTIES:
         sub = schema.get("properties", {}).get(key)
         if sub is None or key in schema.get("required", ()):

@@ -55,6 +55,16 @@ def clean_secret(value: str, where: str) -> str:
     return value
 
 
+def portkey_key(file: str | None = None) -> Secret:
+    """The Portkey API key from FILE, else $PORTKEY_API_KEY (the library's one helper)."""
+    return load_secret("PORTKEY_API_KEY", file, "--api-key-file")
+
+
+def openwebui_token(file: str | None = None) -> Secret:
+    """The Open WebUI token from FILE, else $OPENWEBUI_TOKEN."""
+    return load_secret("OPENWEBUI_TOKEN", file, "--token-file")
+
+
 def load_secret(env_name: str, file: str | None, flag: str) -> Secret:
     """The secret from FILE (when given) or the environment; a UsageError names both ways."""
     if file:

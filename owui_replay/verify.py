@@ -10,7 +10,13 @@ from pathlib import Path
 from typing import Any
 
 from owui_replay import __version__
-from owui_replay.approvals import Checked, approvals_dir, check_signatures, read_signature
+from owui_replay.approvals import (
+    Checked,
+    approvals_dir,
+    check_signatures,
+    read_signature,
+    sign,
+)
 from owui_replay.atomic import hash_file, sha256_file
 from owui_replay.convert import OUTCOMES, WRITTEN, reproduce
 from owui_replay.errors import InputError
@@ -86,13 +92,40 @@ def _count(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
-def verify(
-    feedback: Path,
-    export: Path | None = None,
+@dataclass
+class Approval:
+    report: Report
+    signature: Path | None  # None: the handoff did not verify, nothing was signed
+    fingerprint: str = ""
+
+
+def approve(
+    feedback: str | Path,
+    key: str | Path,
+    export: str | Path | None = None,
     *,
     accept_other_version: bool = False,
-    allowed_signers: Path | None = None,
+) -> Approval:
+    """Every verify check first; only when all pass, sign the manifest with KEY."""
+    report = verify(feedback, export, accept_other_version=accept_other_version)
+    if not report.ok:
+        return Approval(report, None)
+    signature = sign(HandoffPaths.for_output(Path(feedback)).manifest, Path(key))
+    return Approval(report, signature, read_signature(signature).fingerprint)
+
+
+def verify(
+    feedback: str | Path,
+    export: str | Path | None = None,
+    *,
+    accept_other_version: bool = False,
+    allowed_signers: str | Path | None = None,
 ) -> Report:
+    """Check a handoff against its manifest (and, with EXPORT, reproduce it); never raises
+    for a bad handoff: every problem is a FAIL line in the report."""
+    feedback = Path(feedback)
+    export = Path(export) if export is not None else None
+    allowed_signers = Path(allowed_signers) if allowed_signers is not None else None
     report = Report()
     paths = HandoffPaths.for_output(feedback)
     if not report.check(paths.manifest.exists(), f"manifest {paths.manifest.name} is present"):

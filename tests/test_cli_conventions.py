@@ -22,6 +22,7 @@ MINIMAL = {  # enough positionals and required options for each command to parse
     "inspect": ["export.json"],
     "state": [],
     "sync": [],
+    "completion": ["bash"],
 }
 
 
