@@ -9,11 +9,13 @@ ones); every page is followed and the items written as one JSON array.
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
+from urllib.parse import urlsplit
 
 import requests
 
@@ -29,6 +31,7 @@ EXPORT_PATH = "/api/v1/evaluations/feedbacks/all/export"
 USER_PATH = "/api/v1/evaluations/feedbacks/user"
 CHUNK = 1 << 20
 MAX_PAGES = 100_000
+MAX_PASSES = 5
 
 
 @dataclass
@@ -40,6 +43,17 @@ class Downloaded:
     auth: str  # "bearer" or "cookie"
 
 
+INVALID_TOKEN = "session has expired or the token is invalid"
+NO_PERMISSION = "do not have permission"
+AUTHS_PATH = "/api/v1/auths/"
+
+
+class NetworkError(ReplayError):
+    """The server could not be reached, or broke off: nothing was written; run it again."""
+
+    code = ExitCode.NETWORK
+
+
 class OpenWebUI:
     """A session that authenticates as Open WebUI's own frontend and API clients do."""
 
@@ -49,11 +63,38 @@ class OpenWebUI:
         self.timeout = (10.0, timeout)
         self.session = requests.Session()
         self.verify = verify  # per request: a Session.verify would lose to REQUESTS_CA_BUNDLE
-        self.session.headers["User-Agent"] = f"owui-replay/{__version__}"
+        # identity: Open WebUI compresses the whole export before sending its first byte
+        # (14-22 s of silence for 317 MB), and the progress bar counts the bytes it is sent
+        self.session.headers.update(
+            {"User-Agent": f"owui-replay/{__version__}", "Accept-Encoding": "identity"}
+        )
         self.auth = "bearer"
+        self.host = urlsplit(base_url).netloc
 
     def get(self, path: str, **params: Any) -> requests.Response:
         """GET with `Authorization: Bearer`, then `Cookie: token=` on 401, as the cookbook does."""
+        response = self._authenticated(path, params)
+        if response.status_code in (401, 403):
+            detail = _detail(response)
+            response.close()
+            raise ReplayError(self._refusal(path, response.status_code, detail), ExitCode.AUTH)
+        if _is_web_page(response):
+            response.close()
+            raise InputError(
+                f"{self.base}{path} answered a web page, not Open WebUI's API: "
+                "OPENWEBUI_BASE_URL should be the address you open Open WebUI at, without a "
+                "path such as /api or /openwebui"
+            )
+        if response.status_code != 200:
+            text = self.token.redact(_detail(response) or response.text[:200])
+            response.close()
+            raise NetworkError(
+                f"{self.host}: GET {path} answered HTTP {response.status_code} ({text}); "
+                "nothing was written"
+            )
+        return response
+
+    def _authenticated(self, path: str, params: dict[str, Any]) -> requests.Response:
         url = self.base + path
         response = self._get(url, params, {"Authorization": f"Bearer {self.token.reveal()}"})
         if response.status_code == 401:
@@ -63,13 +104,6 @@ class OpenWebUI:
             if retry.status_code != 401:
                 self.auth = "cookie"
             response = retry
-        if response.status_code in (401, 403):
-            response.close()
-            raise ReplayError(self._refusal(path, response.status_code), ExitCode.AUTH)
-        if response.status_code != 200:
-            text = self.token.redact(response.text[:200])
-            response.close()
-            raise ReplayError(f"{url}: HTTP {response.status_code}: {text}")
         return response
 
     def _get(self, url: str, params: dict[str, Any], headers: dict[str, str]) -> requests.Response:
@@ -82,23 +116,92 @@ class OpenWebUI:
                 timeout=self.timeout,
                 verify=self.verify,
             )
+        except requests.exceptions.SSLError as exc:
+            found = re.search(r"\[SSL: ([A-Z_]+)\] ([^'\")(]+)", str(exc))
+            why = f"{found.group(1)}: {found.group(2).strip()}" if found else _reason(exc)
+            raise NetworkError(
+                f"{self.host}: TLS verification failed ({why}); pass --ca-bundle PATH for a "
+                "private CA"
+            ) from None
         except requests.exceptions.RequestException as exc:
-            raise ReplayError(f"{url}: {self.token.redact(str(exc))}") from None
+            raise NetworkError(
+                f"{self.host}: {self.token.redact(_reason(exc))}; nothing was written"
+            ) from None
 
-    def _refusal(self, path: str, status: int) -> str:
-        if path == EXPORT_PATH:
+    def _refusal(self, path: str, status: int, detail: str) -> str:
+        """Tell a bad token from a missing permission, as the server's words allow."""
+        said = f" (Open WebUI: {detail!r})" if detail else ""
+        if INVALID_TOKEN in detail or detail == "401 Unauthorized" or not detail:
             return (
-                f"Open WebUI refused the token for the admin export (HTTP {status}): it needs an "
-                "admin account's token or API key (non-admins get 401 there); use --user-scope "
-                "to download your own ratings"
+                f"Open WebUI rejected the token (HTTP {status}){said}: it is invalid, expired "
+                "or revoked; sign in again, or create a new API key, and set OPENWEBUI_TOKEN"
             )
-        return (
-            f"Open WebUI refused the token (HTTP {status}): check OPENWEBUI_TOKEN; the user "
-            "endpoint needs a signed-in user's token or API key"
-        )
+        role = self._role()
+        if role == "pending":
+            return (
+                f"Open WebUI refused the download (HTTP {status}){said}: this account is still "
+                "pending; an administrator must approve it first"
+            )
+        if path == EXPORT_PATH:
+            whose = "this account is not an admin" if role == "user" else (
+                "this key's account is not an admin (or still pending)"
+            )  # fmt: skip
+            return (
+                f"Open WebUI refused the admin export (HTTP {status}){said}: {whose}; use an "
+                "admin account's token or API key, or --user-scope to download your own ratings"
+            )
+        return f"Open WebUI refused the token (HTTP {status}){said}"
+
+    def _role(self) -> str | None:
+        """The caller's role from GET /api/v1/auths/ ('admin', 'user', 'pending'); None when
+        it cannot be told (an sk- API key gets 403 there)."""
+        try:
+            response = self._authenticated(AUTHS_PATH, {})
+        except NetworkError:
+            return None
+        with response:
+            if response.status_code != 200:
+                return None
+            try:
+                role = response.json().get("role")
+            except (ValueError, AttributeError):
+                return None
+        return role if isinstance(role, str) else None
 
     def close(self) -> None:
         self.session.close()
+
+
+def _detail(response: requests.Response) -> str:
+    """Open WebUI's {"detail": ...} message, or ''."""
+    try:
+        body = json.loads(response.content[:4000] or b"null")
+    except ValueError:
+        return ""
+    detail = body.get("detail") if isinstance(body, dict) else None
+    return detail if isinstance(detail, str) else ""
+
+
+def _is_web_page(response: requests.Response) -> bool:
+    return "html" in response.headers.get("Content-Type", "").lower()
+
+
+def _reason(exc: Exception) -> str:
+    """What failed, in words: refused, unknown host, timed out, reset."""
+    text = str(exc)
+    for marker, words in (
+        ("Connection refused", "connection refused (is Open WebUI running at this address?)"),
+        ("Name or service not known", "the host name does not resolve"),
+        ("Temporary failure in name resolution", "the host name does not resolve"),
+        ("Failed to resolve", "the host name does not resolve"),
+        ("timed out", "the connection timed out"),
+        ("Read timed out", "no data within --timeout seconds"),
+        ("Connection reset", "the connection was reset"),
+        ("RemoteDisconnected", "the server closed the connection"),
+    ):
+        if marker in text:
+            return words
+    return f"{type(exc).__name__}: {text[:200]}"
 
 
 def download(
@@ -174,9 +277,9 @@ def _admin_export(
             except requests.exceptions.RequestException as exc:
                 received = max(received, _body_bytes_read(response))
                 expected = f" of {total}" if total else ""
-                raise ReplayError(
-                    f"{client.base}{EXPORT_PATH}: the connection broke after {received}"
-                    f"{expected} bytes ({type(exc).__name__}); nothing was written, run it again"
+                raise NetworkError(
+                    f"{client.host}: the connection broke after {received}{expected} bytes of "
+                    f"the export ({_reason(exc)}); nothing was written, run it again"
                 ) from None
 
 
@@ -189,46 +292,85 @@ def _body_bytes_read(response: requests.Response) -> int:
 
 
 def _user_pages(client: OpenWebUI) -> Iterator[bytes]:
-    """Follow {"items", "total"} pages (or take an old server's plain list) into one array."""
+    """Every rating of the caller, as one JSON array."""
+    items = _user_items(client)
     yield b"["
-    seen: set[str] = set()
-    first = True
+    for i, item in enumerate(items):
+        yield (b",\n" if i else b"") + json.dumps(item, ensure_ascii=False).encode()
+    yield b"]\n"
+
+
+def _user_items(client: OpenWebUI) -> list[Any]:
+    """Offset paging over a list kept newest-updated first is not a snapshot: a rating updated
+    while the pages are read moves to page 1 and pushes the others down a place, so a pass can
+    miss one. Read passes (keeping each rating's newest version) until one pass alone, or all
+    passes together, hold as many ratings as the server's `total`; never return fewer."""
+    union: dict[str, Any] = {}
+    got, total = 0, None
+    for _ in range(MAX_PASSES):
+        one, total, legacy = _one_pass(client)
+        if legacy or total is None:  # an older server's plain list: one response, complete
+            return list(one.values())
+        for key, item in one.items():
+            _keep_newest(union, key, item)
+        if len(one) == total:
+            return [union[key] for key in one]
+        got = len(union)
+        if got == total:
+            return list(union.values())
+    raise InputError(
+        f"{USER_PATH}: ratings kept changing while the pages were read: {got} of the {total} "
+        f"the server counts after {MAX_PASSES} passes; nothing was written, run it again"
+    )
+
+
+def _one_pass(client: OpenWebUI) -> tuple[dict[str, Any], int | None, bool]:
+    """(ratings by id, the server's last total, whether it answered a plain list)."""
+    found: dict[str, Any] = {}
+    total: int | None = None
     for page in range(1, MAX_PAGES):
         with client.get(USER_PATH, page=page) as response:
             body = _json(response, USER_PATH)
-        items = (
-            body
-            if isinstance(body, list)
-            else body.get("items")
-            if isinstance(body, dict)
-            else None
-        )
+        if isinstance(body, list):
+            for i, item in enumerate(body):
+                _keep_newest(found, _key(item, i), item)
+            return found, None, True
+        items = body.get("items") if isinstance(body, dict) else None
         if not isinstance(items, list):
             raise InputError(f"{USER_PATH}: unexpected response shape (no items list)")
-        fresh = [i for i in items if not (isinstance(i, dict) and i.get("id") in seen)]
-        for item in fresh:
-            if isinstance(item, dict) and item.get("id"):
-                seen.add(item["id"])
-            yield (b"" if first else b",\n") + json.dumps(item, ensure_ascii=False).encode()
-            first = False
-        total = body.get("total") if isinstance(body, dict) else None
-        if isinstance(body, list) or not items or (isinstance(total, int) and len(seen) >= total):
+        total = body["total"] if isinstance(body.get("total"), int) else None
+        for i, item in enumerate(items):
+            _keep_newest(found, _key(item, f"{page}:{i}"), item)
+        if not items or (total is not None and len(found) >= total):
             break
-    yield b"]\n"
+    return found, total, False
+
+
+def _key(item: Any, fallback: object) -> str:
+    return str(item.get("id")) if isinstance(item, dict) and item.get("id") else f"#{fallback}"
+
+
+def _keep_newest(found: dict[str, Any], key: str, item: Any) -> None:
+    def updated(record: Any) -> float:
+        value = record.get("updated_at") if isinstance(record, dict) else None
+        return float(value) if isinstance(value, (int, float)) else float("-inf")
+
+    if key not in found or updated(item) >= updated(found[key]):
+        found[key] = item
 
 
 def _json(response: requests.Response, path: str) -> Any:
     try:
         return response.json()
-    except requests.exceptions.RequestException as exc:
-        raise ReplayError(
-            f"{path}: the connection broke while reading a page ({type(exc).__name__}); "
-            "nothing was written, run it again"
-        ) from None
-    except ValueError:
+    except ValueError:  # first: requests' JSONDecodeError is a RequestException too
         raise InputError(
-            f"{path}: the server did not answer JSON (is OPENWEBUI_BASE_URL the Open WebUI "
-            "address, not a login page or proxy?)"
+            f"{path}: the server did not answer JSON: not Open WebUI's API (is "
+            "OPENWEBUI_BASE_URL the Open WebUI address, not a login page or proxy?)"
+        ) from None
+    except requests.exceptions.RequestException as exc:
+        raise NetworkError(
+            f"{path}: the connection broke while reading a page ({_reason(exc)}); "
+            "nothing was written, run it again"
         ) from None
 
 

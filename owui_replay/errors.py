@@ -21,6 +21,7 @@ class ExitCode(IntEnum):
     BUSY = 8  # another run holds the same endpoint (or sync's lock)
     NOT_APPROVED = 9  # replay --allowed-signers: not enough valid approvals; nothing was sent
     NOTHING_NEW = 10  # sync: the run succeeded and there was nothing to send
+    NETWORK = 11  # download: the server could not be reached or broke off; nothing written
     INTERRUPTED = 130  # Ctrl-C or SIGTERM; state was saved
 
 
@@ -36,6 +37,7 @@ EXIT_CODE_HELP = {
     ExitCode.BUSY: "another run holds the endpoint or sync's work directory",
     ExitCode.NOT_APPROVED: "too few valid approvals (--allowed-signers); nothing sent",
     ExitCode.NOTHING_NEW: "sync: nothing new to send",
+    ExitCode.NETWORK: "download: server unreachable or broke off; nothing written",
     ExitCode.INTERRUPTED: "interrupted (Ctrl-C, SIGTERM); state was saved",
 }
 

@@ -12,7 +12,15 @@ import pytest
 
 from owui_replay.errors import ExitCode
 from tests.conftest import FIXTURES, REAL_EXPORT, Run, environment, run_cli
-from tests.openwebui_stub import ADMIN_API_KEY, ADMIN_TOKEN, USER_ID, USER_TOKEN, openwebui_stub
+from tests.openwebui_stub import (
+    ADMIN_API_KEY,
+    ADMIN_TOKEN,
+    PENDING_TOKEN,
+    USER_API_KEY,
+    USER_ID,
+    USER_TOKEN,
+    openwebui_stub,
+)
 
 PAGE1 = FIXTURES / "openwebui-0.12.4" / "user-page1.json"
 
@@ -60,7 +68,7 @@ def test_non_admin_on_the_export_is_told_what_is_missing(tmp_path: Path) -> None
     with openwebui_stub(export_file=REAL_EXPORT) as server:
         result = run_download(server.url, USER_TOKEN, "-o", str(tmp_path / "e.json"))
     assert result.code == ExitCode.AUTH
-    assert "needs an admin account's token" in result.stderr and "--user-scope" in result.stderr
+    assert "this account is not an admin" in result.stderr and "--user-scope" in result.stderr
     assert list(tmp_path.iterdir()) == []
 
 
@@ -96,7 +104,7 @@ def test_a_truncated_download_leaves_nothing_under_the_final_name(tmp_path: Path
     out = tmp_path / "e.json"
     with openwebui_stub(export_file=REAL_EXPORT, truncate_to=100_000) as server:
         result = run_download(server.url, ADMIN_TOKEN, "-o", str(out))
-    assert result.code == ExitCode.ERROR and result.stderr.count("\n") == 1
+    assert result.code == ExitCode.NETWORK and result.stderr.count("\n") == 1
     assert "the connection broke after 100000 of 232888 bytes" in result.stderr
     assert "unexpected" not in result.stderr
     assert list(tmp_path.iterdir()) == []
@@ -105,7 +113,7 @@ def test_a_truncated_download_leaves_nothing_under_the_final_name(tmp_path: Path
 def test_a_login_page_instead_of_json_is_refused(tmp_path: Path) -> None:
     with openwebui_stub(export_file=REAL_EXPORT, html_instead=True) as server:
         result = run_download(server.url, ADMIN_TOKEN, "-o", str(tmp_path / "e.json"))
-    assert result.code == ExitCode.BAD_INPUT and "not an export" in result.stderr
+    assert result.code == ExitCode.BAD_INPUT and "answered a web page" in result.stderr
     assert list(tmp_path.iterdir()) == []
 
 
@@ -149,3 +157,116 @@ def test_a_large_export_is_streamed(tmp_path: Path) -> None:
         result = run_download(server.url, ADMIN_TOKEN, "-o", str(out))
     assert result.code == 0 and "downloaded 300 records" in result.stderr
     assert out.stat().st_size == 2 + 300 * len(record) + 299
+
+
+@pytest.mark.parametrize(
+    ("token", "expected"),
+    [("garbage", "it is invalid, expired or revoked"),
+     ("sk-00000000000000000000000000000000", "it is invalid, expired or revoked"),
+     ("eyJhbGciOiJIUzI1NiJ9.eyJleHAiOjF9.expired", "it is invalid, expired or revoked"),
+     (USER_TOKEN, "this account is not an admin"),
+     (USER_API_KEY, "this key's account is not an admin (or still pending)"),
+     (PENDING_TOKEN, "this account is still pending")],
+    ids=["garbage", "wrong-sk-key", "expired-jwt", "non-admin", "non-admin-sk-key", "pending"],
+)  # fmt: skip
+def test_each_refusal_is_told_apart(tmp_path: Path, token: str, expected: str) -> None:
+    with openwebui_stub(export_file=REAL_EXPORT) as server:
+        result = run_download(server.url, token, "-o", str(tmp_path / "d" / "e.json"))
+    assert result.code == ExitCode.AUTH and expected in result.stderr, result.stderr
+    assert result.stderr.count("\n") == 1 and token not in result.stderr
+    assert list(tmp_path.iterdir()) == []  # not even the folder it would have made
+
+
+def test_a_pending_account_on_the_user_scope_is_told_so(tmp_path: Path) -> None:
+    with openwebui_stub(user_items=user_items(3)) as server:
+        result = run_download(server.url, PENDING_TOKEN, "-o", str(tmp_path / "e.json"),
+                              "--user-scope")  # fmt: skip
+    assert result.code == ExitCode.AUTH and "still pending" in result.stderr
+
+
+@pytest.mark.parametrize("scope", [[], ["--user-scope"]], ids=["admin", "user"])
+@pytest.mark.parametrize("prefix", ["/openwebui", "/api"])
+def test_a_base_url_that_answers_the_web_page_is_not_the_api(
+    tmp_path: Path, scope: list[str], prefix: str
+) -> None:
+    with openwebui_stub(export_file=REAL_EXPORT, user_items=user_items(3)) as server:
+        token = ADMIN_TOKEN if not scope else USER_TOKEN
+        result = run_download(server.url + prefix, token, "-o", str(tmp_path / "e.json"), *scope)
+    assert result.code == ExitCode.BAD_INPUT, result.stderr
+    assert "answered a web page, not Open WebUI's API" in result.stderr
+    assert result.stderr.count("\n") == 1 and ".partial" not in result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_network_failures_are_one_line_naming_the_host(tmp_path: Path) -> None:
+    refused = run_download("http://127.0.0.1:9", ADMIN_TOKEN, "-o", str(tmp_path / "e.json"))
+    assert refused.code == ExitCode.NETWORK and refused.stderr.count("\n") == 1
+    assert "127.0.0.1:9: connection refused" in refused.stderr
+    assert "HTTPConnectionPool" not in refused.stderr and "Max retries" not in refused.stderr
+    with openwebui_stub(export_file=REAL_EXPORT) as server:  # an API path the server lacks
+        missing = run_download(server.url, ADMIN_TOKEN, "-o", str(tmp_path / "e.json"),
+                               "--user-scope")  # fmt: skip
+    assert missing.code != ExitCode.ERROR
+
+
+def test_an_api_404_is_a_network_class_error_naming_the_host(tmp_path: Path) -> None:
+    from owui_replay.download import OpenWebUI, download
+    from owui_replay.errors import ReplayError
+    from owui_replay.secrets import Secret
+
+    with openwebui_stub(export_file=REAL_EXPORT) as server:
+        client = OpenWebUI(server.url, Secret(ADMIN_TOKEN, "t"), timeout=5, verify=True)
+        with pytest.raises(ReplayError) as failed:
+            client.get("/api/v1/evaluations/nothing-here")
+        client.close()
+    assert failed.value.code == ExitCode.NETWORK
+    assert "answered HTTP 404 (Not Found)" in str(failed.value)
+    assert server.url.removeprefix("http://") in str(failed.value)
+    assert download is not None
+
+
+def test_the_export_is_asked_for_uncompressed(tmp_path: Path) -> None:
+    """Open WebUI compresses the whole export before its first byte when gzip is allowed."""
+    with openwebui_stub(export_file=REAL_EXPORT) as server:
+        result = run_download(server.url, ADMIN_TOKEN, "-o", str(tmp_path / "e.json"))
+        assert server.state.encodings == ["identity"]
+    assert result.code == 0 and (tmp_path / "e.json").read_bytes() == REAL_EXPORT.read_bytes()
+
+
+def shift_once(state, page: int) -> None:
+    """After page 1 is served, the oldest rating is updated: it moves to the front."""
+    if page == 1 and not getattr(state, "shifted", False):
+        state.shifted = True
+        with state.lock:
+            moved = state.user_items.pop()
+            moved["updated_at"] += 1000
+            state.user_items.insert(0, moved)
+
+
+def test_user_scope_pages_that_shift_while_read_lose_nothing(tmp_path: Path) -> None:
+    items = user_items(37)
+    out = tmp_path / "mine.json"
+    with openwebui_stub(user_items=items, on_page=shift_once) as server:
+        result = run_download(server.url, USER_TOKEN, "-o", str(out), "--user-scope")
+        pages = [path for path, _ in server.state.log]
+    assert result.code == 0, result.stderr
+    records = json.loads(out.read_text())
+    assert len(records) == 37 and len({r["id"] for r in records}) == 37
+    assert len(pages) > 2  # it read again rather than trust one pass
+
+
+def test_user_scope_pages_that_never_settle_are_refused(tmp_path: Path) -> None:
+    extra = iter(user_items(2000)[100:])
+
+    def new_rating_every_page(state, page: int) -> None:
+        with state.lock:  # ratings arrive faster than the pages are read
+            state.user_items.insert(0, next(extra))
+
+    with openwebui_stub(
+        user_items=user_items(95), on_page=new_rating_every_page, page_size=10
+    ) as server:
+        result = run_download(server.url, USER_TOKEN, "-o", str(tmp_path / "e.json"),
+                              "--user-scope")  # fmt: skip
+    assert result.code == ExitCode.BAD_INPUT, result.stderr
+    assert "ratings kept changing while the pages were read" in result.stderr
+    assert list(tmp_path.iterdir()) == []
