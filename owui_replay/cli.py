@@ -274,8 +274,7 @@ def mapping_options(args: argparse.Namespace) -> MappingOptions:
 
 
 def run_convert(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> ExitCode:
-    from owui_replay.convert import convert, explain_partial
-    from owui_replay.handoff import HandoffPaths
+    from owui_replay.convert import convert
 
     if not args.dry_run and not args.output:
         raise UsageError("convert: -o/--output is required (or use --dry-run)")
@@ -291,13 +290,8 @@ def run_convert(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> E
             progress=False if args.quiet else None,
             allow_empty=args.allow_empty,
         )
-    except InputError as exc:
-        if output is not None:
-            raise InputError(f"{exc}; {explain_partial(HandoffPaths.for_output(output))}") from None
-        raise
     except KeyboardInterrupt:
-        where = f"; {explain_partial(HandoffPaths.for_output(output))}" if output else ""
-        raise ReplayError(f"interrupted{where}", ExitCode.INTERRUPTED) from None
+        raise ReplayError("interrupted", ExitCode.INTERRUPTED) from None
     if args.dry_run and not args.json:
         for payload in result.samples:
             stdout.write(json.dumps(payload, ensure_ascii=False, indent=2, sort_keys=True) + "\n")

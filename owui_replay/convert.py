@@ -13,7 +13,7 @@ from typing import IO, Any
 
 from owui_replay import __version__
 from owui_replay.atomic import HashedWriter, partial_path, write_json_atomic
-from owui_replay.errors import InputError
+from owui_replay.errors import ExitCode, InputError, ReplayError, UsageError
 from owui_replay.export_reader import ExportStream, open_export
 from owui_replay.handoff import HandoffPaths
 from owui_replay.mapping import Mapper, MappingOptions, Skip
@@ -279,7 +279,11 @@ def convert(
     mapper = Mapper(options)
     record_validator = RecordValidator(OPENWEBUI_SCHEMA)
     payload_validator = RecordValidator(PORTKEY_SCHEMA)
+    if isinstance(output, str) and output.endswith(("/", os.sep)):
+        raise UsageError(f"-o {output} is a folder; name the output file, e.g. -o {output}f.jsonl")
     paths = HandoffPaths.for_output(output) if output is not None else None
+    if paths is not None:
+        refuse_clobbering(str(export_path), paths)
     stream = open_export(str(export_path))
     try:
         sinks = _sinks or _Sinks(paths)
@@ -325,9 +329,17 @@ def convert(
             raise AssertionError(f"counts {dict(counts)} do not add up to {total} records")
         manifest = build_manifest(stream, options, total, counts, reasons, sinks)
         if paths is not None and sinks.out is not None and sinks.rejects is not None:
-            sinks.rejects.commit()
-            sinks.out.commit()
-            write_json_atomic(paths.manifest, manifest)
+            _commit(sinks.out, sinks.rejects, paths, manifest)
+    except InputError as exc:
+        if paths is None or _sinks is not None:
+            raise
+        sinks.close()
+        raise InputError(f"{exc}; {explain_partial(paths)}", exc.code) from None
+    except KeyboardInterrupt:
+        if paths is None or _sinks is not None:
+            raise
+        sinks.close()
+        raise ReplayError(f"interrupted; {explain_partial(paths)}", ExitCode.INTERRUPTED) from None
     finally:
         sinks.close()
         stream.close()
@@ -497,6 +509,45 @@ def _empty_message(stream: ExportStream) -> str:
         f"{stream.name}: the export is an empty array; nothing to convert "
         "(--allow-empty accepts it)"
     )
+
+
+def refuse_clobbering(export: str, paths: HandoffPaths) -> None:
+    """Before reading anything: no output may be the export itself (by any name, through a
+    symlink or a hard link), and -o must name a file, not a folder."""
+    output = paths.output
+    if output.is_dir():
+        raise UsageError(
+            f"-o {output} is a folder; name the output file, e.g. -o {output / 'feedback.jsonl'}"
+        )
+    for final in (paths.output, paths.rejects, paths.manifest):
+        for path in (final, partial_path(final)):
+            if path.is_dir():
+                raise UsageError(f"{path} is a folder: convert would have to replace it")
+            if export != "-" and path.exists() and os.path.samefile(export, path):
+                raise UsageError(
+                    f"{path} is the export {export} itself (the same file by another name or "
+                    "link): choose another -o, or the export would be overwritten"
+                )
+
+
+def _commit(out: HashedWriter, rejects: HashedWriter, paths: HandoffPaths, manifest: Any) -> None:
+    """All final names or none: every target is checked before the first rename; the manifest
+    comes last, so a handoff with a manifest is always complete."""
+    for final in (paths.rejects, paths.output, paths.manifest):
+        if final.is_dir():
+            raise InputError(f"{final} is a folder: nothing was renamed into place")
+    rejects.close()
+    out.close()
+    renamed: list[Path] = []
+    try:
+        for writer in (rejects, out):
+            writer.commit()
+            renamed.append(writer.final)
+        write_json_atomic(paths.manifest, manifest)
+    except OSError:
+        for final in renamed:  # never leave some final names without the others
+            final.unlink(missing_ok=True)
+        raise
 
 
 def explain_partial(paths: HandoffPaths) -> str:

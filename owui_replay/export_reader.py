@@ -13,13 +13,22 @@ import os
 import stat
 import subprocess
 import sys
-from collections.abc import Iterator
+import zlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any
 
 import ijson
 
+from owui_replay import json_scan
 from owui_replay.errors import InputError
+from owui_replay.json_scan import (
+    DepthGuard,
+    ScanError,
+    first_bad_number,
+    lone_surrogate,
+    utf16_offset,
+)
 from owui_replay.words import plural
 
 CHUNK = 64 * 1024
@@ -42,24 +51,25 @@ def fast_backend() -> Any:
         ) from exc
 
 
-_HASHER = (
-    "import hashlib, sys\n"
-    "digest, size = hashlib.sha256(), 0\n"
-    "with open(sys.argv[1], 'rb') as handle:\n"
-    "    while block := handle.read(1 << 20):\n"
-    "        digest.update(block)\n"
-    "        size += len(block)\n"
-    "print(digest.hexdigest(), size)\n"
+_CHILD = (  # `python -I -S -c _CHILD FILE JSON_SCAN_PY`: no site, and no package import
+    "import importlib.util, sys\n"
+    "spec = importlib.util.spec_from_file_location('json_scan', sys.argv[2])\n"
+    "scan = sys.modules['json_scan'] = importlib.util.module_from_spec(spec)\n"
+    "spec.loader.exec_module(scan)\n"
+    "scan.child_main(sys.argv[1])\n"
 )
 
 
 class InputDigest:
-    """sha256 of the input as stored, for the manifest.
+    """sha256 of the input as stored, for the manifest, and the byte-level checks the parser
+    does not make (nesting depth, lone surrogates: see json_scan).
 
-    For a regular file a child process hashes its own read of the file on the second core
-    while this one parses: the hash costs ~20% of parse time in line, and a thread cannot
-    help because the parser holds the GIL. The child reports how many bytes it hashed, and a
-    file that changed between the two reads is refused. Pipes (stdin) are hashed in line.
+    For a regular file a child process does both on the second core while this one parses:
+    the hash costs ~20% of parse time in line, the checks more, and a thread cannot help
+    because the parser holds the GIL. The child reports how far it has vetted the text, and
+    the parser is never handed a byte beyond that; it reports how many bytes it hashed, and a
+    file that changed between the two reads is refused. Pipes (stdin) are hashed in line and
+    checked by the in-process guard.
     """
 
     def __init__(self, path: str | None) -> None:
@@ -67,16 +77,47 @@ class InputDigest:
         self._child: subprocess.Popen[str] | None = None
         if path is not None:
             self._child = subprocess.Popen(
-                [sys.executable, "-I", "-S", "-c", _HASHER, path],
+                [sys.executable, "-I", "-S", "-c", _CHILD, path, json_scan.__file__],
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 text=True,
             )
         self._hex: str | None = None
+        self._vetted = 0  # the child has checked the text up to this offset
+        self._problem: ScanError | None = None
+        self._final: list[str] | None = None  # ["sha256", hex, size]
+
+    @property
+    def inline(self) -> bool:
+        """True when this process hashes the input itself (stdin): no child reads it."""
+        return self._inline is not None
 
     def update(self, data: bytes) -> None:
         if self._inline is not None:
             self._inline.update(data)
+
+    def vet(self, upto: int) -> None:
+        """Wait until the child has checked the text up to offset UPTO; raise what it found."""
+        while self._vetted < upto and self._problem is None and self._final is None:
+            if not self._next_line():
+                break
+        if self._problem is not None and self._problem.offset < upto:
+            raise self._problem
+
+    def _next_line(self) -> bool:
+        assert self._child is not None and self._child.stdout is not None
+        line = self._child.stdout.readline()
+        if not line:
+            return False
+        kind, _, rest = line.rstrip("\n").partition(" ")
+        if kind == "ok":
+            self._vetted = int(rest)
+        elif kind == "problem":
+            offset, _, reason = rest.partition(" ")
+            self._problem = ScanError(reason, int(offset))
+        elif kind == "sha256":
+            self._final = rest.split()
+        return True
 
     def hexdigest(self, name: str, bytes_read: int) -> str:
         if self._hex is not None:
@@ -85,16 +126,22 @@ class InputDigest:
             self._hex = self._inline.hexdigest()
             return self._hex
         assert self._child is not None
-        out, err = self._child.communicate()
-        fields = out.split()
-        if self._child.returncode != 0 or len(fields) != 2:
+        while self._final is None and self._next_line():
+            pass
+        _, err = self._child.communicate()
+        if self._child.returncode != 0 or self._final is None or len(self._final) != 2:
             raise InputError(f"{name}: could not hash the input: {err.strip()[-200:]}")
-        if int(fields[1]) != bytes_read:
+        if self._problem is not None:  # found past the point where the parser stopped
+            raise InputError(
+                f"{name}: malformed JSON at byte offset {self._problem.offset}: "
+                f"{self._problem.reason}"
+            )
+        if int(self._final[1]) != bytes_read:
             raise InputError(
                 f"{name}: the file changed while it was being read ({bytes_read} bytes parsed, "
-                f"{fields[1]} hashed); convert it again once it is complete"
+                f"{self._final[1]} hashed); convert it again once it is complete"
             )
-        self._hex = fields[0]
+        self._hex = self._final[0]
         return self._hex
 
     def cancel(self) -> None:
@@ -140,8 +187,14 @@ class TextStream:
             self.offset = len(UTF8_BOM)
         self.last_chunk = b""
         self.last_chunk_start = self.offset
+        self.guard = DepthGuard()  # used when no child vets the text (stdin)
+        self.vet: Callable[[int], None] | None = None
+        self._error: ScanError | None = None
+        self._tail = b""  # the end of the previous chunk, for an escape split across two
 
     def read(self, size: int = -1) -> bytes:
+        if self._error is not None:  # the parser has had every byte before it: now stop
+            raise self._error
         if size == 0:
             return b""
         if self._pending:
@@ -149,12 +202,33 @@ class TextStream:
         else:
             data = self._source.read(size if size > 0 else CHUNK)
         if data:
+            problem = self._check(self.offset, data)
+            if problem is not None:
+                # hand over what comes before the bad byte first, so that every record that
+                # ends before it is counted, and stop at the next read
+                data = data[: max(0, problem.offset - self.offset)]
+                self._error = problem
+                if not data:
+                    raise problem
             # keep a little of the previous chunk: yajl's error context may straddle the two
             tail = self.last_chunk[-_CONTEXT_KEEP:]
             self.last_chunk_start = self.offset - len(tail)
             self.last_chunk = tail + data
             self.offset += len(data)
         return data
+
+    def _check(self, start: int, data: bytes) -> ScanError | None:
+        """Nesting and lone surrogates in DATA: vetted by the child, or here for stdin."""
+        try:
+            if self.vet is not None:  # the child checks, on the other core
+                self.vet(start + len(data))
+                return None
+            self.guard.feed(start, data)
+        except ScanError as exc:
+            return exc
+        problem = lone_surrogate(data, start, self._tail)
+        self._tail = data[-12:]
+        return problem
 
     def peek_first_byte(self) -> bytes:
         """The first non-whitespace byte of the JSON text ('' for an empty input)."""
@@ -196,12 +270,18 @@ class ExportStream:
                 items = backend.items(self._page_events(backend), "items.item", use_float=True)
             for record in items:
                 self.records_seen += 1
+                self.text.guard.record_boundary()
                 yield record
+        except ScanError as exc:
+            raise InputError(self._where(exc.reason, exc.offset)) from None
         except (ijson.JSONError, ijson.IncompleteJSONError, UnicodeDecodeError) as exc:
             raise InputError(self._describe_break(exc)) from None
-        except gzip.BadGzipFile as exc:
+        except (gzip.BadGzipFile, zlib.error) as exc:
             raise InputError(
-                f"{self.name}: corrupt gzip data after record {self.records_seen}: {exc}"
+                f"{self.name}: corrupt gzip data (the compressed stream is damaged) at "
+                f"uncompressed byte offset {self.text.offset} in record index "
+                f"{self.records_seen} ({plural(self.records_seen, 'complete record')} before "
+                f"it): {exc}"
             ) from None
         except EOFError:
             raise InputError(
@@ -226,7 +306,16 @@ class ExportStream:
             yield prefix, event, value
 
     def _describe_break(self, exc: Exception) -> str:
-        reason, offset = locate_parse_error(str(exc), self.text)
+        lone = lone_surrogate(self.text.last_chunk, self.text.last_chunk_start)
+        if isinstance(exc, UnicodeDecodeError) and lone is not None:
+            reason, offset = lone.reason, lone.offset  # the parser fails on a lone low half
+        elif isinstance(exc, UnicodeDecodeError):
+            reason, offset = _invalid_utf8(self.text)
+        else:
+            reason, offset = locate_parse_error(str(exc), self.text)
+        return self._where(reason, offset)
+
+    def _where(self, reason: str, offset: int) -> str:
         where = "uncompressed byte offset" if self.compressed else "byte offset"
         return (
             f"{self.name}: malformed JSON at {where} {offset} in record index "
@@ -257,7 +346,15 @@ def locate_parse_error(message: str, text: TextStream) -> tuple[str, int]:
     if "premature EOF" in reason:
         return "the file ends in the middle of a record (truncated?)", text.offset
     if "invalid bytes in UTF8" in reason:
-        return "invalid UTF-8", _first_invalid_utf8(text)
+        return _invalid_utf8(text)
+    for marker, kind, words in (
+        ("integer overflow", "integer", "integer too large (more than 64 bits)"),
+        ("floating point) overflow", "float", "number too large for a float (e.g. 1e400)"),
+    ):
+        if marker in reason:
+            found = first_bad_number(text.last_chunk, text.last_chunk_start, kind)
+            if found is not None:
+                return words, found
     context = lines[1] if len(lines) > 1 else ""
     offset = _find_in_chunk(context[:_CARET_COLUMN].lstrip(" "), text)
     at = text.last_chunk[offset - text.last_chunk_start :][:9]
@@ -270,12 +367,23 @@ def locate_parse_error(message: str, text: TextStream) -> tuple[str, int]:
     return reason, offset
 
 
-def _first_invalid_utf8(text: TextStream) -> int:
-    try:
-        text.last_chunk.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        return text.last_chunk_start + exc.start
-    return text.offset
+def _invalid_utf8(text: TextStream) -> tuple[str, int]:
+    """The first byte of the last chunk that is not UTF-8, in words."""
+    chunk = text.last_chunk
+    while True:
+        try:
+            chunk.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            if exc.end == len(chunk) and exc.reason == "unexpected end of data":
+                chunk = chunk[: exc.start]  # a character cut by the chunk's end: not the error
+                continue
+            bad = chunk[exc.start]
+            return (
+                f"invalid UTF-8: byte 0x{bad:02X} ({exc.reason}; an overlong or damaged "
+                "sequence, or text in another encoding)",
+                text.last_chunk_start + exc.start,
+            )
+        return "invalid UTF-8", text.offset
 
 
 def _find_in_chunk(before: str, text: TextStream) -> int:
@@ -335,9 +443,20 @@ def _sniff(name: str, raw: RawCounter, size: int | None, closers: list[Any]) -> 
         source = gz
         try:
             head = gz.read(CHUNK)
-        except (OSError, EOFError) as exc:
-            raise InputError(f"{name}: not a readable gzip file: {exc}") from None
+        except (OSError, EOFError, zlib.error) as exc:
+            raise InputError(
+                f"{name}: corrupt gzip data (the compressed stream is damaged) at uncompressed "
+                f"byte offset 0 in record index 0 (0 complete records before it): {exc}"
+            ) from None
+    utf16 = utf16_offset(head)
+    if utf16 is not None:
+        raise InputError(
+            f"{name}: byte offset {utf16}: UTF-16 text, not UTF-8 (a NUL byte or a UTF-16 "
+            "byte-order mark); save the export as UTF-8"
+        )
     text = TextStream(source, head)
+    if not raw.digest.inline:
+        text.vet = raw.digest.vet
     first = text.peek_first_byte()
     if first == b"":
         raise InputError(f"{name}: the file is empty (no JSON value), expected a feedback export")

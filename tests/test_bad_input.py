@@ -1,0 +1,272 @@
+"""Every bad input: one line naming the file, the record index and the exact byte offset,
+exit 3, nothing under a final name. Each class deep in a large file and across the read
+boundaries of both the parser (64 KiB) and the checking child process (1 MiB)."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import resource
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from owui_replay.errors import ExitCode
+from owui_replay.json_scan import DEPTH_LIMIT
+from tests.conftest import REAL_EXPORT, ROOT
+
+RECORDS = json.loads(REAL_EXPORT.read_text())
+TEMPLATE = next(r for r in RECORDS if r.get("snapshot"))
+PARSER_CHUNK, CHILD_BLOCK = 64 * 1024, 1 << 20
+
+
+def big_export(records: int = 250) -> bytes:
+    """~2 MB: a real record again and again, with distinct ids."""
+    items = []
+    for i in range(records):
+        item = json.loads(json.dumps(TEMPLATE))
+        item["id"] = f"rec-{i:05d}"
+        items.append(item)
+    return json.dumps(items, indent=1).encode()
+
+
+def inject(data: bytes, token: bytes, boundary: int, marker: bytes = b'"version": 0') -> tuple:
+    """Put TOKEN in place of the version number of the first record whose number straddles or
+    follows BOUNDARY; returns (data, offset of TOKEN's first byte, that record's index)."""
+    start = data.find(marker, boundary - len(marker))
+    offset = start + len(b'"version": ')
+    bad = data[:offset] + token + data[offset + 1 :]
+    index = data[:offset].count(b'"rec-')
+    return bad, offset, index - 1
+
+
+def inside_a_string(data: bytes, boundary: int) -> int:
+    """An offset inside a message's text at or just before BOUNDARY (so that what is put there
+    straddles it)."""
+    marker = b'"content": "'
+    return data.find(marker, max(0, boundary - len(marker) - 2)) + len(marker)
+
+
+def convert(tmp_path: Path, data: bytes, name: str = "export.json", stdin: bool = False):
+    export = tmp_path / name
+    export.write_bytes(data)
+    out = tmp_path / "out" / "feedback.jsonl"
+    argv = [sys.executable, "-m", "owui_replay", "convert", "-" if stdin else str(export),
+            "-o", str(out)]  # fmt: skip
+    done = subprocess.run(
+        argv, input=data if stdin else None, capture_output=True, check=False,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    return done.returncode, done.stderr.decode(), out
+
+
+def assert_clean_failure(code: int, stderr: str, out: Path, where: str) -> None:
+    assert code == ExitCode.BAD_INPUT, stderr
+    assert stderr.count("\n") == 1 and "Traceback" not in stderr and "unexpected" not in stderr
+    assert where in stderr, stderr
+    for name in ("feedback.jsonl", "feedback.rejects.jsonl", "feedback.manifest.json"):
+        assert not (out.parent / name).exists()
+
+
+BOUNDARIES = {"64KiB": PARSER_CHUNK, "1MiB": CHILD_BLOCK, "deep": 1_500_000}
+
+
+@pytest.mark.parametrize("boundary", sorted(BOUNDARIES))
+@pytest.mark.parametrize(
+    ("token", "words"),
+    [(b"18446744073709551616", "integer too large"),
+     (b"-9223372036854775809", "integer too large"),
+     (b"1e400", "number too large for a float"),
+     (b"NaN", "NaN and Infinity are not JSON numbers")],
+    ids=["overflow", "negative-overflow", "1e400", "nan"],
+)  # fmt: skip
+def test_a_bad_number_is_placed_exactly(
+    tmp_path: Path, boundary: str, token: bytes, words: str
+) -> None:
+    data, offset, index = inject(big_export(), token, BOUNDARIES[boundary])
+    code, stderr, out = convert(tmp_path, data)
+    assert_clean_failure(code, stderr, out, f"byte offset {offset} in record index {index} ")
+    assert words in stderr
+
+
+@pytest.mark.parametrize("boundary", sorted(BOUNDARIES))
+@pytest.mark.parametrize("stdin", [False, True], ids=["file", "stdin"])
+@pytest.mark.parametrize(
+    ("escape", "half"),
+    [(b"\\ud800", "high"), (b"\\udbff", "high"), (b"\\udc00", "low"), (b"\\uDFFF", "low")],
+    ids=["high", "high-last", "low", "low-upper"],
+)  # fmt: skip
+def test_a_lone_surrogate_escape_is_refused_whichever_half(
+    tmp_path: Path, boundary: str, stdin: bool, escape: bytes, half: str
+) -> None:
+    data = big_export()
+    at = inside_a_string(data, BOUNDARIES[boundary])
+    bad = data[:at] + escape + data[at:]
+    code, stderr, out = convert(tmp_path, bad, stdin=stdin)
+    assert_clean_failure(code, stderr, out, f"byte offset {at}")
+    assert f"the {half} half of a UTF-16 surrogate pair without its other half" in stderr
+
+
+def test_a_surrogate_pair_and_an_escaped_backslash_are_fine(tmp_path: Path) -> None:
+    data = big_export(3)
+    at = inside_a_string(data, 0)
+    data = data[:at] + b"pair \\ud83d\\ude00 text \\\\ud800 " + data[at:]
+    code, stderr, _out = convert(tmp_path, data)
+    assert code == 0, stderr
+
+
+@pytest.mark.parametrize("boundary", sorted(BOUNDARIES))
+@pytest.mark.parametrize(
+    "bad",
+    [b"\xc0\x80", b"\xff", b"\xed\xa0\x80", b"\xe2\x82"],
+    ids=["overlong", "ff", "cesu", "cut"],
+)
+def test_invalid_utf8_is_placed_at_its_first_bad_byte(
+    tmp_path: Path, boundary: str, bad: bytes
+) -> None:
+    data = big_export()
+    at = inside_a_string(data, BOUNDARIES[boundary])
+    broken = data[:at] + bad + b" " + data[at:]
+    code, stderr, out = convert(tmp_path, broken)
+    assert_clean_failure(code, stderr, out, f"byte offset {at} in record index")
+    assert "invalid UTF-8: byte 0x" in stderr
+
+
+@pytest.mark.parametrize(
+    ("encoding", "offset"), [("utf-16-le", 1), ("utf-16-be", 0), ("utf-16", 0), ("utf-32-le", 1)]
+)
+def test_utf16_is_named(tmp_path: Path, encoding: str, offset: int) -> None:
+    data = REAL_EXPORT.read_text("utf-8").encode(encoding)
+    code, stderr, out = convert(tmp_path, data)
+    assert_clean_failure(code, stderr, out, f"byte offset {offset}: UTF-16 text, not UTF-8")
+
+
+@pytest.mark.parametrize("stdin", [False, True], ids=["file-child-checks", "stdin-in-process"])
+@pytest.mark.parametrize("depth", [DEPTH_LIMIT + 1, 5_000, 50_000])
+@pytest.mark.parametrize("opener", [b"[", b'{"a":'], ids=["arrays", "objects"])
+def test_deep_nesting_is_refused_with_memory_bounded(
+    tmp_path: Path, stdin: bool, depth: int, opener: bytes
+) -> None:
+    closer = b"]" if opener == b"[" else b"}"
+    deep = opener * depth + b"1" + closer * depth
+    records = big_export(30)
+    boundary = records.find(b'"snapshot"', PARSER_CHUNK)
+    data = records[:boundary] + b'"deep": ' + deep + b", " + records[boundary:]
+    code, stderr, out = convert(tmp_path, data, stdin=stdin)
+    peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    index = data[:boundary].count(b'"id": "rec-') - 1
+    assert_clean_failure(code, stderr, out, f"in record index {index} ")
+    assert f"nested deeper than {DEPTH_LIMIT} levels" in stderr
+    # the bracket named is the one that went past the limit: about DEPTH_LIMIT levels into
+    # the run (the record and the top-level array count as two levels, stdin's in-process
+    # bound may count them from a little earlier)
+    first = boundary + len(b'"deep": ')
+    named = int(stderr.split("byte offset ")[1].split()[0])
+    assert (
+        first + (DEPTH_LIMIT - 4) * len(opener) <= named <= first + (DEPTH_LIMIT + 1) * len(opener)
+    ), (first, named)
+    assert peak_mb < 200, f"peak RSS {peak_mb:.0f} MB"  # at 50,000 levels ijson alone takes GBs
+
+
+def test_nesting_at_the_limit_is_accepted(tmp_path: Path) -> None:
+    deep = b"[" * (DEPTH_LIMIT - 3) + b"1" + b"]" * (DEPTH_LIMIT - 3)
+    records = big_export(3)
+    at = records.find(b'"snapshot"')
+    code, stderr, _ = convert(tmp_path, records[:at] + b'"deep": ' + deep + b", " + records[at:])
+    assert code == 0, stderr  # and the rejects writer copes with it
+
+
+@pytest.mark.parametrize("position", ["start", "middle"])
+def test_a_corrupt_gzip_is_one_line(tmp_path: Path, position: str) -> None:
+    blob = bytearray(gzip.compress(big_export(20), mtime=0))
+    blob[10 if position == "start" else len(blob) // 2] ^= 0xFF
+    code, stderr, out = convert(tmp_path, bytes(blob), name="export.json.gz")
+    assert_clean_failure(code, stderr, out, "export.json.gz: ")
+    assert "uncompressed byte offset" in stderr and "record index" in stderr
+
+
+def test_a_truncated_gzip_is_one_line(tmp_path: Path) -> None:
+    blob = gzip.compress(big_export(20), mtime=0)
+    code, stderr, out = convert(tmp_path, blob[: len(blob) // 2], name="export.json.gz")
+    assert_clean_failure(code, stderr, out, "export.json.gz: ")
+
+
+@pytest.mark.parametrize("how", ["same-path", "symlink", "hardlink", "rejects", "manifest"])
+def test_no_output_may_be_the_export_itself(tmp_path: Path, how: str) -> None:
+    export = tmp_path / "same.json"
+    export.write_bytes(REAL_EXPORT.read_bytes())
+    target = {"same-path": export, "symlink": tmp_path / "link.jsonl",
+              "hardlink": tmp_path / "hard.jsonl", "rejects": tmp_path / "x.rejects.jsonl",
+              "manifest": tmp_path / "x.manifest.json"}[how]  # fmt: skip
+    if how == "symlink":
+        target.symlink_to(export)
+    elif how in ("hardlink", "rejects", "manifest"):
+        os.link(export, target)
+    output = tmp_path / "x.jsonl" if how in ("rejects", "manifest") else target
+    code, stderr, _ = convert_cli(export, output)
+    assert code == ExitCode.USAGE and "is the export" in stderr and stderr.count("\n") == 1
+    assert export.read_bytes() == REAL_EXPORT.read_bytes()
+
+
+@pytest.mark.parametrize("form", ["trailing-slash", "existing-folder"])
+def test_an_output_folder_is_a_usage_error_before_any_work(tmp_path: Path, form: str) -> None:
+    folder = tmp_path / "outdir"
+    if form == "existing-folder":
+        folder.mkdir()
+    output = str(folder) + ("/" if form == "trailing-slash" else "")
+    code, stderr, _ = convert_cli(REAL_EXPORT, Path(output) if form != "trailing-slash" else output)
+    assert code == ExitCode.USAGE and "is a folder" in stderr
+    assert not list(tmp_path.glob("**/*.jsonl*"))
+
+
+def convert_cli(export: Path, output) -> tuple[int, str, str]:
+    from tests.conftest import run_cli
+
+    run = run_cli(
+        "convert", str(export), "-o", str(output) if not isinstance(output, str) else output
+    )
+    return run.code, run.stderr, run.stdout
+
+
+def test_the_final_names_appear_all_together_or_not_at_all(tmp_path: Path) -> None:
+    from owui_replay.atomic import HashedWriter
+    from owui_replay.convert import _commit
+    from owui_replay.errors import InputError
+    from owui_replay.handoff import HandoffPaths
+
+    paths = HandoffPaths.for_output(tmp_path / "f.jsonl")
+    out, rejects = HashedWriter(paths.output), HashedWriter(paths.rejects)
+    out.write_line(b"{}\n")
+    paths.manifest.mkdir()  # the last rename would fail
+    with pytest.raises(InputError, match="is a folder"):
+        _commit(out, rejects, paths, {})
+    assert not paths.output.exists() and not paths.rejects.exists()
+
+
+def test_ctrl_c_names_the_partial_files_it_leaves(tmp_path: Path) -> None:
+    out = tmp_path / "f.jsonl"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "owui_replay", "convert", "-", "-o", str(out)],
+        stdin=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    data = big_export(40)
+    assert process.stdin is not None
+    process.stdin.write(data[: len(data) // 2])
+    process.stdin.flush()
+    partial = tmp_path / "f.jsonl.partial"
+    deadline = time.monotonic() + 20
+    while not (partial.exists() and partial.stat().st_size) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=20)
+    stderr = err.decode()
+    assert process.returncode == ExitCode.INTERRUPTED, stderr
+    assert stderr.count("\n") == 1 and str(partial) in stderr
+    for left in tmp_path.glob("*.partial"):  # what is left is named, and nothing empty is left
+        assert left.stat().st_size > 0 and str(left) in stderr
+    assert not out.exists()
