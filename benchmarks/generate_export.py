@@ -5,6 +5,12 @@ long chats whose history grows with every turn, retrieved sources on some answer
 of records that convert must skip (rating 0, null, other types) or reject (schema errors).
 
     python benchmarks/generate_export.py --size-mb 500 -o benchmarks/out/export-500mb.json
+    python benchmarks/generate_export.py --shape short-strings --size-mb 200 -o FILE
+
+--shape short-strings: records of about 70 kB, each a chat of 24 messages made of many short
+strings (status lines, tags, follow-ups, short answers) full of escapes (newlines, quotes,
+backslashes), CJK and emoji: the shape where per-record Python work weighs most next to the
+parser.
 """
 
 from __future__ import annotations
@@ -82,12 +88,62 @@ def make_chat(rng: random.Random, pool: TextPool, turns: int) -> tuple[dict[str,
     return messages, ids[rated], rated + 1
 
 
-def make_record(rng: random.Random, pool: TextPool, template: dict[str, Any]) -> dict[str, Any]:
+SHORT = [
+    "OK", "Done.", 'He said "no"', "line one\nline two", "C:\\temp\\x", "tab\there",
+    "日本語のテキスト", "données", "👍 great", "🚀🔥", "مرحبا", "a \"quoted\" word", "100%",
+    "步骤一：\n步骤二", "emoji 😀 and 漢字",
+]  # fmt: skip
+
+
+def short_text(rng: random.Random, pool: TextPool) -> str:
+    return rng.choice(SHORT) + " " + pool.take(5, 40)
+
+
+def make_short_chat(rng: random.Random, pool: TextPool) -> tuple[dict[str, Any], str, int]:
+    """24 messages of many short strings each."""
+    messages: dict[str, Any] = {}
+    parent = None
+    ids: list[str] = []
+    for turn in range(12):
+        for role in ("user", "assistant"):
+            mid = str(uuid.UUID(int=rng.getrandbits(128)))
+            message: dict[str, Any] = {
+                "id": mid,
+                "parentId": parent,
+                "childrenIds": [],
+                "role": role,
+                "content": "\n".join(short_text(rng, pool) for _ in range(rng.randint(3, 12))),
+                "timestamp": 1795400000 + turn * 60,
+                "statusHistory": [
+                    {"action": "web_search", "description": short_text(rng, pool), "done": True,
+                     "urls": [f"https://example.com/{rng.randint(0, 999)}"]}  # fmt: skip
+                    for _ in range(rng.randint(4, 10))
+                ],
+                "followUps": [short_text(rng, pool) for _ in range(rng.randint(3, 8))],
+                "annotation": {"tags": [rng.choice(SHORT) for _ in range(6)], "rating": None},
+            }
+            if role == "assistant":
+                message.update(model="my-model-config", modelName="My Model", done=True)
+            if parent is not None:
+                messages[parent]["childrenIds"].append(mid)
+            messages[mid] = message
+            ids.append(mid)
+            parent = mid
+    rated = rng.randrange(1, len(ids), 2)
+    return messages, ids[rated], rated + 1
+
+
+def make_record(
+    rng: random.Random, pool: TextPool, template: dict[str, Any], shape: str = "long-chats"
+) -> dict[str, Any]:
     record = copy.deepcopy(template)
     record["id"] = str(uuid.UUID(int=rng.getrandbits(128)))
     chat_id = str(uuid.UUID(int=rng.getrandbits(128)))
-    turns = min(int(rng.paretovariate(1.1)) + 2, 60)
-    messages, rated_id, index = make_chat(rng, pool, turns)
+    if shape == "short-strings":
+        messages, rated_id, index = make_short_chat(rng, pool)
+    else:
+        turns = min(int(rng.paretovariate(1.1)) + 2, 60)
+        messages, rated_id, index = make_chat(rng, pool, turns)
     record["meta"].update(chat_id=chat_id, message_id=rated_id, message_index=index)
     roll = rng.random()
     rating: Any = rng.choice([1, -1, 1, "1", "-1"])
@@ -105,7 +161,7 @@ def make_record(rng: random.Random, pool: TextPool, template: dict[str, Any]) ->
     return record
 
 
-def generate(path: Path, size_mb: float, seed: int = 7) -> int:
+def generate(path: Path, size_mb: float, seed: int = 7, shape: str = "long-chats") -> int:
     """Write an export of about size_mb megabytes to path; returns the record count."""
     rng = random.Random(seed)
     pool = TextPool(rng)
@@ -117,7 +173,8 @@ def generate(path: Path, size_mb: float, seed: int = 7) -> int:
     with open(path, "w", encoding="utf-8") as out:
         out.write("[\n")
         while written < target:
-            text = json.dumps(make_record(rng, pool, rng.choice(templates)), ensure_ascii=False)
+            record = make_record(rng, pool, rng.choice(templates), shape)
+            text = json.dumps(record, ensure_ascii=False)
             if count:
                 out.write(",\n")
             out.write(text)
@@ -132,8 +189,9 @@ def main() -> None:
     parser.add_argument("--size-mb", type=float, default=50)
     parser.add_argument("-o", "--output", type=Path, required=True)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--shape", choices=("long-chats", "short-strings"), default="long-chats")
     args = parser.parse_args()
-    count = generate(args.output, args.size_mb, args.seed)
+    count = generate(args.output, args.size_mb, args.seed, args.shape)
     print(f"{args.output}: {count} records, {args.output.stat().st_size / 1e6:.1f} MB")
 
 

@@ -270,3 +270,16 @@ def test_user_scope_pages_that_never_settle_are_refused(tmp_path: Path) -> None:
     assert result.code == ExitCode.BAD_INPUT, result.stderr
     assert "ratings kept changing while the pages were read" in result.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_name_that_does_not_resolve_is_said_in_words() -> None:
+    """Not resolved for real: a DNS query could leave this machine. The words come from the
+    exception urllib3 raises for it."""
+    import requests
+    from urllib3.exceptions import MaxRetryError, NameResolutionError
+
+    from owui_replay.download import _reason
+
+    cause = NameResolutionError("owui.example", None, "Name or service not known")  # type: ignore[arg-type]
+    failed = requests.exceptions.ConnectionError(MaxRetryError(None, "/", cause))  # type: ignore[arg-type]
+    assert _reason(failed) == "the host name does not resolve"
