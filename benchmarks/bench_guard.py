@@ -23,10 +23,11 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
+SHORT = ["--size-mb", "200", "--shape", "short-strings"]
 SHAPES = {
     "long chats, 500 MB": ("export-500mb.json", ["--size-mb", "500"]),
-    "short strings, 200 MB": ("export-short-200mb.json", ["--size-mb", "200", "--shape", "short-strings"]),
-}  # fmt: skip
+    "short strings, 200 MB": ("export-short-200mb.json", SHORT),
+}
 
 
 def ensure(name: str, args: list[str]) -> Path:
@@ -60,10 +61,9 @@ def main() -> None:
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     with tempfile.TemporaryDirectory() as tmp:
         baseline = Path(tmp) / "baseline"
-        subprocess.run(
-            ["git", "-C", str(ROOT), "worktree", "add", "--detach", str(baseline), args.baseline_rev],
-            check=True, capture_output=True,
-        )  # fmt: skip
+        git = ["git", "-C", str(ROOT), "worktree"]
+        add = [*git, "add", "--detach", str(baseline), args.baseline_rev]
+        subprocess.run(add, check=True, capture_output=True)
         try:
             for label, export in exports.items():
                 size = export.stat().st_size / 1e6
@@ -78,8 +78,8 @@ def main() -> None:
                     rates = [size / w for w in walls]
                     print(f"   {name:<10} {min(rates):6.1f} / {statistics.median(rates):6.1f} / "
                           f"{max(rates):6.1f} MB/s")  # fmt: skip
-                print(f"   this tree vs baseline: {min(ratios):.1%} / {statistics.median(ratios):.1%} "
-                      f"/ {max(ratios):.1%} of its throughput")  # fmt: skip
+                spread = f"{min(ratios):.1%} / {statistics.median(ratios):.1%} / {max(ratios):.1%}"
+                print(f"   this tree vs baseline: {spread} of its throughput")
         finally:
             subprocess.run(
                 ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(baseline)],

@@ -115,8 +115,12 @@ def make_short_chat(rng: random.Random, pool: TextPool) -> tuple[dict[str, Any],
                 "content": "\n".join(short_text(rng, pool) for _ in range(rng.randint(3, 12))),
                 "timestamp": 1795400000 + turn * 60,
                 "statusHistory": [
-                    {"action": "web_search", "description": short_text(rng, pool), "done": True,
-                     "urls": [f"https://example.com/{rng.randint(0, 999)}"]}  # fmt: skip
+                    {
+                        "action": "web_search",
+                        "description": short_text(rng, pool),
+                        "done": True,
+                        "urls": [f"https://example.com/{rng.randint(0, 999)}"],
+                    }
                     for _ in range(rng.randint(4, 10))
                 ],
                 "followUps": [short_text(rng, pool) for _ in range(rng.randint(3, 8))],

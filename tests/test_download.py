@@ -280,6 +280,6 @@ def test_a_name_that_does_not_resolve_is_said_in_words() -> None:
 
     from owui_replay.download import _reason
 
-    cause = NameResolutionError("owui.example", None, "Name or service not known")  # type: ignore[arg-type]
-    failed = requests.exceptions.ConnectionError(MaxRetryError(None, "/", cause))  # type: ignore[arg-type]
+    cause = NameResolutionError("owui.example", None, "Name or service not known")  # type: ignore
+    failed = requests.exceptions.ConnectionError(MaxRetryError(None, "/", cause))  # type: ignore
     assert _reason(failed) == "the host name does not resolve"
