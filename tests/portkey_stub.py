@@ -49,6 +49,7 @@ class StubState:
     requests: int = 0
     started: float = field(default_factory=time.monotonic)
     throttled_at: list[float] = field(default_factory=list)  # seconds since start, per 429
+    arrivals: list[float] = field(default_factory=list)  # seconds since start, per request
     in_flight: int = 0
     max_in_flight: int = 0
     auth_headers_seen: list[str] = field(default_factory=list)
@@ -152,6 +153,7 @@ class Handler(BaseHTTPRequestHandler):
         state = self.state
         with state.lock:
             state.requests += 1
+            state.arrivals.append(time.monotonic() - state.started)
             state.in_flight += 1
             state.max_in_flight = max(state.max_in_flight, state.in_flight)
             state.auth_headers_seen.append(self.headers.get("x-portkey-api-key", ""))
