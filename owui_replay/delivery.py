@@ -221,7 +221,6 @@ class Deliverer:
         self._rng = rng or random.Random()
         self._lock = threading.Lock()
         self._acks: deque[float] = deque()  # acknowledgement times within the last second
-        self._first_ack: float | None = None
         self._work: Iterator[list[tuple[Send, bytes]]] | None = None
         self._live = 0  # workers still running
 
@@ -326,7 +325,7 @@ class Deliverer:
         retry_after = parse_retry_after(reply.retry_after)
         if reply.status == 429:
             pause = min(retry_after, self.options.max_retry_after) if retry_after else None
-            self.limiter.throttle(pause, self._accepted_rate(), sent_at)
+            self.limiter.throttle(pause, self._acknowledged_last_second(), sent_at)
         if attempt > self.options.retries:
             self._halt(
                 StopReason.GAVE_UP,
@@ -358,8 +357,6 @@ class Deliverer:
                 self.stats.posted += len(request.sends)
             self.stats.extra_copies += extra
             self._acks.append(now)  # requests, not lines: the server limits requests
-            if self._first_ack is None:
-                self._first_ack = now
             while self._acks[0] < now - 1.0:
                 self._acks.popleft()
         self.limiter.succeeded()
@@ -402,15 +399,13 @@ class Deliverer:
             detail = reply.describe()
         self._halt(reason, detail)
 
-    def _accepted_rate(self) -> float | None:
-        """Requests per second the server acknowledged over the last second."""
+    def _acknowledged_last_second(self) -> float | None:
+        """Requests the server acknowledged over the last second (None: too few to tell)."""
         now = time.monotonic()
         with self._lock:
             while self._acks and self._acks[0] < now - 1.0:
                 self._acks.popleft()
-            if len(self._acks) < 2 or self._first_ack is None:
-                return None
-            return len(self._acks) / min(1.0, max(now - self._first_ack, 1e-3))
+            return float(len(self._acks)) if len(self._acks) >= 2 else None
 
     def _progress(self) -> None:
         if self._on_progress is not None:

@@ -1,9 +1,17 @@
-"""Pacing shared by all workers: a token bucket that learns the server's limit (AIMD).
+"""Pacing shared by all workers: a token bucket that learns the server's limit.
 
-With --rate the bucket never exceeds it. A 429 lowers the rate to just under what the server
-was accepting (once per generation of requests) and, when the server sent Retry-After, pauses every
-worker that long; successes raise the rate again by about 1% a second. Without --rate the
-limit starts unbounded and is learnt from the first 429s.
+With --rate the bucket never exceeds it. Without it the rate starts unbounded and is learnt
+from 429s, as servers that limit requests over a sliding window expect:
+
+- the limit is the number of requests the server acknowledged over the last second (on a full
+  window that count is its capacity, where a rate measured over a start-up burst overshoots),
+  and the pacer sends at 97% of it, once per generation of requests;
+- the first 429 means a burst filled the window: every worker waits the server's Retry-After
+  (capped by --max-retry-after). A later one means the pacer stepped just over the limit: a
+  0.1 s breath is enough, since the window frees a slot every 1/limit seconds; pausing for the
+  full Retry-After every time cost about a second of capacity per 429. (The request that got
+  the 429 itself always waits the full Retry-After before it is sent again.)
+- successes raise the rate by 0.2% a second, so the limit is probed again without 429 storms.
 """
 
 from __future__ import annotations
@@ -14,9 +22,10 @@ from collections.abc import Callable
 
 _EPSILON = 1e-9
 _MIN_WAIT = 0.001  # a shorter sleep may not move the clock at all
-_DECREASE = 0.95
+_BELOW_LIMIT = 0.97
 _DECREASE_INTERVAL = 1.0
-_INCREASE = 0.01
+_INCREASE = 0.002  # req/s per success: 0.2% of the rate per second, whatever the rate
+_BREATH = 0.1  # seconds: the pause for a 429 once the limit is known
 _MIN_RATE = 0.5
 
 
@@ -63,34 +72,36 @@ class RateLimiter:
                 self._sleep(min(wait, 0.25))
 
     def throttle(
-        self, pause: float | None, accepted_rate: float | None, sent_at: float | None = None
+        self, pause: float | None, window_count: float | None, sent_at: float | None = None
     ) -> None:
-        """The server said 429. Pause everyone only if it said for how long (Retry-After);
-        slow down to just under the rate it was accepting, but only for a request sent after
-        the last slow-down (or, without a send time, at most once a second): the 429s of
-        requests already in flight at the last cut say nothing new."""
+        """The server said 429. WINDOW_COUNT is how many requests it acknowledged over the
+        last second. Only a request sent after the last slow-down (or, without a send time,
+        at most once a second) slows down again: the 429s of requests already in flight at
+        the last cut say nothing new."""
         with self._lock:
             self.throttled += 1
             now = self._clock()
+            first = self.throttled == 1
             if pause:
-                self._paused_until = max(self._paused_until, now + pause)
+                breath = pause if first else min(pause, _BREATH)
+                self._paused_until = max(self._paused_until, now + breath)
             if sent_at is not None:
                 if sent_at <= self._last_decrease:
                     return  # sent before the last slow-down: it says nothing new
             elif now - self._last_decrease < _DECREASE_INTERVAL:
                 return
             self._last_decrease = now
-            base = accepted_rate if accepted_rate else self.rate
+            base = window_count if window_count else self.rate
             if base:
-                self.rate = max(_MIN_RATE, base * _DECREASE)
+                self.rate = max(_MIN_RATE, base * _BELOW_LIMIT)
                 if self.ceiling is not None:
                     self.rate = min(self.rate, self.ceiling)
                 self._tokens = 0.0
                 self._last = max(now, self._paused_until)
 
     def succeeded(self) -> None:
-        """Additive increase: +0.01 req/s per success is +1% of the rate per second, so a
-        learnt limit is probed again every few seconds, never above the user's ceiling."""
+        """Additive increase: +0.002 req/s per success is +0.2% of the rate per second, so a
+        learnt limit is probed again about every 15 s, never above the user's ceiling."""
         with self._lock:
             if self.rate is None:
                 return

@@ -98,12 +98,12 @@ def test_token_bucket_holds_the_rate() -> None:
     assert clock.now - 100.0 == pytest.approx(5.0, abs=0.11)
 
 
-def test_429_with_retry_after_pauses_everyone_and_slows_down() -> None:
+def test_the_first_429_pauses_everyone_for_retry_after_and_sets_the_rate_under_the_window() -> None:
     clock = FakeClock()
     limiter = RateLimiter(10.0, burst=1, clock=clock, sleep=clock.sleep)
     limiter.acquire()
-    limiter.throttle(2.0, accepted_rate=10.0)
-    assert limiter.rate == pytest.approx(9.5)
+    limiter.throttle(2.0, window_count=10.0)
+    assert limiter.rate == pytest.approx(9.7)
     start = clock.now
     limiter.acquire()
     assert clock.now - start >= 2.0
@@ -112,46 +112,59 @@ def test_429_with_retry_after_pauses_everyone_and_slows_down() -> None:
     assert limiter.rate == 10.0  # recovers, never above the user's ceiling
 
 
+def test_a_later_429_is_only_a_short_breath() -> None:
+    """Once the limit is known, a 429 means one step over it: the sliding window frees a slot
+    every 1/limit seconds, so waiting the whole Retry-After would waste a second."""
+    clock = FakeClock()
+    limiter = RateLimiter(None, clock=clock, sleep=clock.sleep)
+    limiter.throttle(1.0, window_count=100.0)
+    clock.now += 30
+    limiter.throttle(1.0, window_count=100.0)
+    start = clock.now
+    limiter.acquire()
+    assert 0.09 <= clock.now - start <= 0.12
+
+
 def test_429s_in_the_same_second_do_not_compound() -> None:
     clock = FakeClock()
     limiter = RateLimiter(None, clock=clock, sleep=clock.sleep)
-    limiter.throttle(None, accepted_rate=100.0)
-    limiter.throttle(None, accepted_rate=90.0)  # another in-flight request's 429
-    assert limiter.rate == pytest.approx(95.0) and limiter.throttled == 2
+    limiter.throttle(None, window_count=100.0)
+    limiter.throttle(None, window_count=90.0)  # another in-flight request's 429
+    assert limiter.rate == pytest.approx(97.0) and limiter.throttled == 2
     clock.now += 1.0
-    limiter.throttle(None, accepted_rate=90.0)
-    assert limiter.rate == pytest.approx(85.5)
+    limiter.throttle(None, window_count=90.0)
+    assert limiter.rate == pytest.approx(87.3)
 
 
 def test_only_a_429_for_a_request_sent_after_the_last_slow_down_slows_again() -> None:
     clock = FakeClock()
     limiter = RateLimiter(None, clock=clock, sleep=clock.sleep)
-    limiter.throttle(None, accepted_rate=200.0, sent_at=clock.now - 0.01)
-    assert limiter.rate == pytest.approx(190.0)
+    limiter.throttle(None, window_count=200.0, sent_at=clock.now - 0.01)
+    assert limiter.rate == pytest.approx(194.0)
     clock.now += 0.05
-    limiter.throttle(None, accepted_rate=150.0, sent_at=clock.now - 0.06)  # sent before it
-    assert limiter.rate == pytest.approx(190.0)
-    limiter.throttle(None, accepted_rate=150.0, sent_at=clock.now - 0.01)  # sent after it
-    assert limiter.rate == pytest.approx(142.5)
+    limiter.throttle(None, window_count=150.0, sent_at=clock.now - 0.06)  # sent before it
+    assert limiter.rate == pytest.approx(194.0)
+    limiter.throttle(None, window_count=150.0, sent_at=clock.now - 0.01)  # sent after it
+    assert limiter.rate == pytest.approx(145.5)
 
 
 def test_429_without_retry_after_does_not_pause() -> None:
     clock = FakeClock()
     limiter = RateLimiter(None, clock=clock, sleep=clock.sleep)
-    limiter.throttle(None, accepted_rate=1000.0)
+    limiter.throttle(None, window_count=1000.0)
     start = clock.now
     limiter.acquire()
     assert clock.now - start <= 0.002
 
 
-def test_unbounded_limiter_learns_a_rate_from_429() -> None:
+def test_unbounded_limiter_learns_a_rate_from_429_and_probes_slowly() -> None:
     limiter = RateLimiter(None)
     assert limiter.acquire() and limiter.rate is None
-    limiter.throttle(None, accepted_rate=40.0)
-    assert limiter.rate == pytest.approx(38.0)
-    for _ in range(100):
+    limiter.throttle(None, window_count=40.0)
+    assert limiter.rate == pytest.approx(38.8)
+    for _ in range(39):  # a second's worth of successes at that rate
         limiter.succeeded()
-    assert limiter.rate == pytest.approx(39.0)  # +1% of the rate per second at that rate
+    assert limiter.rate == pytest.approx(38.8 * 1.002, rel=1e-3)  # +0.2% a second
 
 
 def test_acquire_returns_false_when_stopped() -> None:
