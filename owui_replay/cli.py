@@ -478,6 +478,14 @@ def _add_delivery_options(p: argparse.ArgumentParser, *, url_flag: str) -> None:
     )
 
 
+def openwebui_base(given: str | None, flag: str) -> str:
+    """The Open WebUI address from FLAG, else $OPENWEBUI_BASE_URL (download and sync)."""
+    base = given or os.environ.get("OPENWEBUI_BASE_URL")
+    if not base:
+        raise UsageError(f"OPENWEBUI_BASE_URL is not set (export it, or pass {flag})")
+    return base
+
+
 def replay_settings(args: argparse.Namespace) -> Any:
     """ReplaySettings from replay's options (shared with sync)."""
     from pathlib import Path
@@ -643,11 +651,10 @@ def run_sync(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> Exit
     from owui_replay.sync import SyncSettings, default_workdir, sync
     from owui_replay.urls import checked_base_url
 
-    base = args.openwebui_url or os.environ.get("OPENWEBUI_BASE_URL")
-    if not base:
-        raise UsageError("OPENWEBUI_BASE_URL is not set (export it, or pass --openwebui-url)")
     openwebui = checked_base_url(
-        base, allow_insecure_http=args.allow_insecure_http, name="Open WebUI URL"
+        openwebui_base(args.openwebui_url, "--openwebui-url"),
+        allow_insecure_http=args.allow_insecure_http,
+        name="Open WebUI URL",
     )
     settings = SyncSettings(
         openwebui_url=openwebui,
@@ -799,11 +806,8 @@ def run_download(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> 
     from owui_replay.download import download_export
     from owui_replay.secrets import openwebui_token
 
-    base = args.base_url or os.environ.get("OPENWEBUI_BASE_URL")
-    if not base:
-        raise UsageError("OPENWEBUI_BASE_URL is not set (export it, or pass --base-url)")
     result = download_export(
-        base,
+        openwebui_base(args.base_url, "--base-url"),
         openwebui_token(args.token_file),
         args.output,
         user_scope=args.user_scope,

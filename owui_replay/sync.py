@@ -83,14 +83,13 @@ class SyncResult:
         return "failed"
 
     def as_dict(self) -> dict[str, Any]:
-        plan, stats = self.replay.plan, self.replay.stats
-        states = {state.value: n for state, n in plan.states.items()}
-        doc: dict[str, Any] = {
+        """The --json summary (and sync.json): replay's part is replay's own --json result."""
+        return {
             "outcome": self.outcome,
             "exit_code": int(self.exit_code),
             "dry_run": self.dry_run,
             "run_dir": str(self.run_dir),
-            "endpoint": plan.endpoint,
+            "endpoint": self.replay.plan.endpoint,
             "download": {
                 "path": str(self.download.path),
                 "sha256": self.download.sha256,
@@ -102,25 +101,8 @@ class SyncResult:
                 "outcomes": dict(self.convert.counts),
                 "output": str(self.replay.paths.output),
             },
-            "replay": {
-                "lines": plan.total,
-                "to_post": plan.posts,
-                "to_put": plan.puts,
-                "by_state": states,
-                "uncertain_resent": plan.uncertain_resent,
-                "uncertain_skipped": plan.uncertain_skipped,
-            },
+            "replay": self.replay.as_dict(),
         }
-        if stats is not None:
-            doc["replay"].update(
-                posted=stats.posted,
-                updated=stats.updated,
-                refused=stats.refused,
-                extra_copies=stats.extra_copies,
-                retries=stats.retried,
-                stop_reason=stats.stop_reason.value if stats.stop_reason else None,
-            )
-        return doc
 
     def summary(self) -> str:
         verb = "dry run" if self.dry_run else "sync"
