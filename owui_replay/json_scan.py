@@ -29,7 +29,6 @@ STRINGS = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.S)
 STRING_TAIL = re.compile(rb'[^"\\]*(?:\\.[^"\\]*)*"', re.S)
 OUTSIDE_OK = b" \t\r\n[]{},:0123456789+-.eEtrufalsn"
 _ALL = bytes(range(256))
-NOT_BRACKETS = _ALL.translate(None, b"[]{}")
 NOT_SKELETON = _ALL.translate(None, b'[]{}"')
 OPENS = frozenset(b"[{")
 NUMBER = re.compile(rb"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")

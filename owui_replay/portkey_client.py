@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -165,11 +165,6 @@ def never_connected(exc: requests.exceptions.ConnectionError) -> bool:
     if isinstance(reason, MaxRetryError):
         reason = reason.reason
     return isinstance(reason, NewConnectionError)
-
-
-def same_host(url: str, location: str) -> bool:
-    target = urlsplit(location)
-    return not target.netloc or target.netloc.lower() == urlsplit(url).netloc.lower()
 
 
 def _short(exc: Exception) -> str:
