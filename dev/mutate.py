@@ -1,0 +1,79 @@
+"""Mutation testing of one module against chosen tests, with mutmut (a development extra).
+
+    pip install -e '.[dev]'
+    python dev/mutate.py owui_replay/atomic.py tests/test_durability.py tests/test_convert_cli.py
+
+Copies the tracked files of this checkout to a scratch folder (mutmut rewrites the tree it
+runs in), tells mutmut to mutate only MODULE and to run only TESTS, runs it on both cores, and
+prints the score: killed mutants over all mutants, and every survivor by name (see one with
+`cd SCRATCH && mutmut show NAME`). Not part of CI: a run takes minutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("module", help="e.g. owui_replay/atomic.py")
+    parser.add_argument("tests", nargs="+", help="test files that should catch its bugs")
+    parser.add_argument("--keep", action="store_true", help="keep the scratch folder")
+    args = parser.parse_args()
+    scratch = Path(tempfile.mkdtemp(prefix="owui-mutate-"))
+    files = subprocess.run(
+        ["git", "-C", str(ROOT), "ls-files"], capture_output=True, text=True, check=True
+    ).stdout.split()
+    for name in files:
+        source = ROOT / name
+        if source.is_file() or source.is_symlink():
+            target = scratch / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if source.is_symlink():
+                target.symlink_to(source.readlink())
+            else:
+                shutil.copy2(source, target)
+    others = sorted(
+        f for f in files if f.startswith("owui_replay/") and f.endswith(".py") and f != args.module
+    )
+    lines = "\n    ".join
+    (scratch / "setup.cfg").write_text(
+        "[mutmut]\n"
+        "source_paths=owui_replay/\n"
+        f"do_not_mutate={lines(others)}\n"
+        f"pytest_add_cli_args_test_selection={lines(args.tests)}\n"
+        "also_copy=fixtures/\n    owui_replay/schemas/\n    schemas/\n    tests/\n"
+        "    benchmarks/\n    README.md\n    .ci/\n    pyproject.toml\n"
+    )
+    mutmut = [sys.executable, "-m", "mutmut"]
+    run = subprocess.run(
+        [*mutmut, "run", "--max-children", "2"], cwd=scratch, capture_output=True, text=True
+    )
+    if run.returncode != 0:
+        sys.exit(f"mutmut failed in {scratch}:\n{run.stdout[-3000:]}\n{run.stderr[-3000:]}")
+    results = subprocess.run(
+        [*mutmut, "results", "--all", "true"], cwd=scratch, capture_output=True, text=True
+    ).stdout
+    states = re.findall(r"^\s+(\S+): (.+)$", results, re.M)
+    killed = sum(1 for _, state in states if state == "killed")
+    share = killed / max(1, len(states))
+    print(f"{args.module}: {killed} of {len(states)} mutants killed ({share:.0%})")
+    for name, state in states:
+        if state != "killed":
+            print(f"  {state:<10} {name}")
+    if args.keep:
+        print(f"scratch: {scratch}")
+    else:
+        shutil.rmtree(scratch)
+
+
+if __name__ == "__main__":
+    main()
