@@ -263,8 +263,10 @@ def test_ctrl_c_names_the_partial_files_it_leaves(tmp_path: Path) -> None:
     while not (partial.exists() and partial.stat().st_size) and time.monotonic() < deadline:
         time.sleep(0.02)
     process.send_signal(signal.SIGINT)
-    _, err = process.communicate(timeout=20)
-    stderr = err.decode()
+    process.wait(timeout=20)  # stdin stays open: the parser must not see its end first
+    assert process.stderr is not None
+    stderr = process.stderr.read().decode()
+    process.stdin.close()
     assert process.returncode == ExitCode.INTERRUPTED, stderr
     assert stderr.count("\n") == 1 and str(partial) in stderr
     for left in tmp_path.glob("*.partial"):  # what is left is named, and nothing empty is left

@@ -49,7 +49,8 @@ def test_key_is_in_no_output_and_no_file(
 ) -> None:
     feedback = make_feedback(tmp_path, 6)
     settings, expected = SCENARIOS[scenario]
-    with portkey_stub(**settings) as stub:
+    faults = list(settings["faults"])  # the stand-in consumes them: never the shared list
+    with portkey_stub(faults=faults) as stub:
         argv = [
             "--traceback",
             "replay",
