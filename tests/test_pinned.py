@@ -55,7 +55,7 @@ def test_a_429_pause_reaches_every_worker(tmp_path: Path) -> None:
         arrivals = list(stub.state.arrivals)
     # requests already on their way when the 429 was answered may still arrive just after it;
     # none may be sent by any worker during the pause the server asked for
-    during = [t for t in arrivals if paused_at + 0.05 < t < paused_at + 0.9]
+    during = [t for t in arrivals if paused_at + 0.25 < t < paused_at + 0.9]
     assert not during, (paused_at, during)
     assert max(arrivals) > paused_at + 0.9  # and the run went on afterwards
 
