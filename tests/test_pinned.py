@@ -47,8 +47,8 @@ def test_every_retry_is_counted_not_only_a_lines_first(tmp_path: Path) -> None:
 
 
 def test_a_429_pause_reaches_every_worker(tmp_path: Path) -> None:
-    feedback = make_feedback(tmp_path, 40)
-    with portkey_stub(latency=0.01, faults=[Fault("429", retry_after="1")]) as stub:
+    feedback = make_feedback(tmp_path, 300)  # ~1.5 s of sending: it outlasts the pause
+    with portkey_stub(latency=0.02, faults=[Fault("429", retry_after="1")]) as stub:
         result = replay_in_process(feedback, stub.url, "--concurrency", "4")
         assert result.code == ExitCode.OK, result.stderr
         (paused_at,) = stub.state.throttled_at
