@@ -165,6 +165,23 @@ def _add_convert(commands: Any) -> None:
         action="store_true",
         help="read, validate and map everything, write nothing, print samples",
     )
+    _add_samples(p)
+    p.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no summary")
+    p.set_defaults(handler=run_convert)
+
+
+def _add_tls_options(p: argparse.ArgumentParser) -> None:
+    """How a server is reached: shared by download, replay and sync."""
+    p.add_argument(
+        "--allow-insecure-http",
+        action="store_true",
+        help="allow plain http:// to a host other than this machine",
+    )
+    p.add_argument("--ca-bundle", metavar="PATH", help="CA bundle for TLS verification")
+
+
+def _add_samples(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--samples",
         type=_int_range(0, 1000),
@@ -172,9 +189,6 @@ def _add_convert(commands: Any) -> None:
         metavar="N",
         help="payloads to print with --dry-run (default 3)",
     )
-    p.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no summary")
-    p.set_defaults(handler=run_convert)
 
 
 def _add_mapping_options(p: argparse.ArgumentParser) -> None:
@@ -338,12 +352,7 @@ def _add_replay(commands: Any) -> None:
     )
     p.add_argument("feedback", metavar="FEEDBACK.jsonl", help="output of owui-replay convert")
     _add_delivery_options(p, url_flag="--base-url")
-    p.add_argument(
-        "--allow-insecure-http",
-        action="store_true",
-        help="allow plain http:// to a host other than this machine",
-    )
-    p.add_argument("--ca-bundle", metavar="PATH", help="CA bundle for TLS verification")
+    _add_tls_options(p)
     p.add_argument(
         "--no-verify",
         action="store_true",
@@ -373,13 +382,7 @@ def _add_replay(commands: Any) -> None:
         action="store_true",
         help="check everything and print what would be POSTed, PUT and skipped; send nothing",
     )
-    p.add_argument(
-        "--samples",
-        type=_int_range(0, 1000),
-        default=3,
-        metavar="N",
-        help="payloads to print with --dry-run (default 3)",
-    )
+    _add_samples(p)
     _add_allowed_signers(p, "send only a handoff whose manifest enough principals in FILE signed")
     p.add_argument(
         "--min-approvals",
@@ -586,13 +589,7 @@ def _add_sync(commands: Any) -> None:
         action="store_true",
         help="download, convert and verify, then print what would be POSTed and PUT",
     )
-    p.add_argument(
-        "--samples",
-        type=_int_range(0, 1000),
-        default=3,
-        metavar="N",
-        help="payloads to print with --dry-run (default 3)",
-    )
+    _add_samples(p)
     p.add_argument(
         "--openwebui-url", metavar="URL", help="Open WebUI address (default $OPENWEBUI_BASE_URL)"
     )
@@ -606,12 +603,7 @@ def _add_sync(commands: Any) -> None:
         metavar="S",
         help="seconds without data from Open WebUI before giving up (default 300)",
     )
-    p.add_argument(
-        "--allow-insecure-http",
-        action="store_true",
-        help="allow plain http:// to a host other than this machine",
-    )
-    p.add_argument("--ca-bundle", metavar="PATH", help="CA bundle for TLS verification")
+    _add_tls_options(p)
     _add_mapping_options(p)
     _add_delivery_options(p, url_flag="--portkey-url")
     p.add_argument(
@@ -784,12 +776,7 @@ def _add_download(commands: Any) -> None:
         action="store_true",
         help="only the token owner's ratings, from the paged user endpoint (no snapshots)",
     )
-    p.add_argument(
-        "--allow-insecure-http",
-        action="store_true",
-        help="allow plain http:// to a host other than this machine",
-    )
-    p.add_argument("--ca-bundle", metavar="PATH", help="CA bundle for TLS verification")
+    _add_tls_options(p)
     p.add_argument(
         "--timeout",
         type=_positive_float,
