@@ -3,9 +3,12 @@ the cookbook's fetch (requests.get(...).json()), interleaved over rounds in one 
 
     python benchmarks/bench_download.py --rounds 3   # uses benchmarks/out/export-500mb.json
 
-The Open WebUI stand-in runs in its own process and streams the file; each client runs in a
-fresh process (curl: `curl -s -o FILE -H 'Authorization: Bearer ...' URL`). Prints
-min / median / max of each, and owui-replay's throughput as a share of curl's (goal >= 80%).
+The Open WebUI stand-in runs in its own process, once streaming the file from disk as soon as
+it is asked for and once sending it the way 0.12.4 does (the whole body built first, then one
+write with a Content-Length: see openwebui_server.py). Each client runs in a fresh process
+(curl: `curl -s -o FILE -H 'Authorization: Bearer ...' URL`), curl and owui-replay alternating.
+Prints min / median / max of each, and owui-replay's throughput as a share of curl's, round by
+round (goal >= 80%). --cookbook adds requests.get().json() (slow: ~4 GB of memory).
 """
 
 from __future__ import annotations
@@ -67,6 +70,49 @@ def measure_curl(url: str, out: Path) -> tuple[float, float]:
     return time.perf_counter() - start, 0.0
 
 
+SERVERS = {
+    "streamed": [],  # chunks from disk as soon as asked: the strictest case
+    "built": ["--built"],  # the whole body in memory first, one write: how 0.12.4 sends
+}
+
+
+def run(
+    export: Path, rounds: int, cookbook: bool = False
+) -> dict[str, dict[str, list[tuple[float, float]]]]:
+    """{server mode: {client: [(seconds, peak RSS MB)] per round}}, clients interleaved."""
+    results: dict[str, dict[str, list[tuple[float, float]]]] = {}
+    out = HERE / "out" / "downloaded.json"
+    for mode, flags in SERVERS.items():
+        server = subprocess.Popen(
+            [sys.executable, str(HERE / "openwebui_server.py"), str(export), *flags],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+            assert server.stdout is not None
+            url = server.stdout.readline().strip()
+            runs = results.setdefault(mode, {})
+            for _ in range(rounds):
+                runs.setdefault("curl", []).append(measure_curl(url, out))
+                out.unlink(missing_ok=True)
+                runs.setdefault("owui-replay download", []).append(measure(OURS, url, out))
+                out.unlink(missing_ok=True)
+                out.with_name(out.name + ".sha256").unlink(missing_ok=True)
+                if cookbook:
+                    runs.setdefault("cookbook fetch", []).append(measure(COOKBOOK, url, out))
+                    out.unlink(missing_ok=True)
+        finally:
+            assert server.stdin is not None
+            server.stdin.close()
+            server.wait(10)
+    return results
+
+
+def shares(runs: dict[str, list[tuple[float, float]]]) -> list[float]:
+    """owui-replay's throughput as a share of curl's, round by round."""
+    pairs = zip(runs["owui-replay download"], runs["curl"], strict=True)
+    return sorted(curl / ours for (ours, _), (curl, _) in pairs)
+
+
 def main() -> None:
     import os
     import statistics
@@ -74,45 +120,30 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size-mb", type=int, default=500)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--cookbook", action="store_true", help="also time requests.get().json()")
     args = parser.parse_args()
     export = HERE / "out" / f"export-{args.size_mb}mb.json"
     if not export.exists():
         generate(export, args.size_mb)
     mb = export.stat().st_size / 1e6
-    server = subprocess.Popen(
-        [sys.executable, str(HERE / "openwebui_server.py"), str(export)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        assert server.stdout is not None
-        url = server.stdout.readline().strip()
-        load = " ".join(f"{x:.2f}" for x in os.getloadavg())
-        results: dict[str, list[tuple[float, float]]] = {}
-        for _ in range(args.rounds):
-            for name in ("curl", "owui-replay download", "cookbook fetch"):
-                out = HERE / "out" / "downloaded.json"
-                if name == "curl":
-                    results.setdefault(name, []).append(measure_curl(url, out))
-                else:
-                    code = OURS if name == "owui-replay download" else COOKBOOK
-                    results.setdefault(name, []).append(measure(code, url, out))
-                out.unlink(missing_ok=True)
-    finally:
-        assert server.stdin is not None
-        server.stdin.close()
-        server.wait(10)
-    print(f"{export.name}: {mb:.0f} MB, {args.rounds} interleaved rounds; load before: {load}")
-    for name, runs in results.items():
-        rates = sorted(mb / seconds for seconds, _ in runs)
-        rss = max(r for _, r in runs)
-        print(f"  {name:<22} {rates[0]:6.0f} / {statistics.median(rates):6.0f} / {rates[-1]:6.0f}"
-              f" MB/s" + (f"   peak RSS {rss:5.0f} MB" if rss else ""))  # fmt: skip
-    shares = [c / o for (o, _), (c, _) in zip(results["owui-replay download"], results["curl"],
-                                                strict=True)]  # fmt: skip
-    print(f"  owui-replay / curl throughput: {min(shares):.0%} / {statistics.median(shares):.0%}"
-          f" / {max(shares):.0%}   (goal >= 80%)")  # fmt: skip
-    print(json.dumps({k: [{"seconds": s, "peak_rss_mb": r} for s, r in v]
-                      for k, v in results.items()}))  # fmt: skip
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    results = run(export, args.rounds, args.cookbook)
+    after = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(f"{export.name}: {mb:.0f} MB, {args.rounds} interleaved rounds; load {load} -> {after}")
+    for mode, runs in results.items():
+        print(f"  server {mode}:")
+        for name, timings in runs.items():
+            rates = sorted(mb / seconds for seconds, _ in timings)
+            rss = max(r for _, r in timings)
+            memory = f"   peak RSS {rss:4.0f} MB" if rss else ""
+            print(f"    {name:<22} {rates[0]:6.0f} / {statistics.median(rates):6.0f} / "
+                  f"{rates[-1]:6.0f} MB/s{memory}")  # fmt: skip
+        share = shares(runs)
+        print(f"    owui-replay / curl throughput: {share[0]:.0%} / {statistics.median(share):.0%}"
+              f" / {share[-1]:.0%}   (goal >= 80%)")  # fmt: skip
+    raw = {mode: {k: [{"seconds": s, "peak_rss_mb": r} for s, r in v] for k, v in runs.items()}
+           for mode, runs in results.items()}  # fmt: skip
+    print(json.dumps(raw))
 
 
 if __name__ == "__main__":

@@ -1,9 +1,13 @@
 """Run the Open WebUI stand-in from tests/ in its own process, serving a file as the export.
 
-    python benchmarks/openwebui_server.py EXPORT.json
+    python benchmarks/openwebui_server.py EXPORT.json [--built]
 
-The export is streamed from disk in 1 MiB chunks (chunked transfer encoding), so the server's
-own memory stays small. Prints its base URL on the first line; serves until stdin closes.
+By default the export is streamed from disk in 1 MiB chunks (chunked transfer encoding) as soon
+as it is asked for: the network, not the server, sets the pace. With --built it sends the way a
+real Open WebUI 0.12.4 does: the whole response is in memory before the first byte (here read
+from disk, ~0.2 s for 500 MB; the real server spends 3-7 s building 317 MB from its database,
+which adds the same wait to every client), then it goes out in one write with a Content-Length.
+Prints its base URL on the first line; serves until stdin closes.
 """
 
 from __future__ import annotations
@@ -25,7 +29,10 @@ def main() -> None:
             while block := handle.read(1 << 20):
                 yield block
 
-    server = OwuiServer(OwuiState(export_chunks=chunks))
+    if "--built" in sys.argv[2:]:
+        server = OwuiServer(OwuiState(export_body=export.read_bytes))
+    else:
+        server = OwuiServer(OwuiState(export_chunks=chunks))
     threading.Thread(target=server.serve_forever, daemon=True).start()
     print(server.url, flush=True)
     sys.stdin.read()

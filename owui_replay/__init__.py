@@ -13,22 +13,91 @@ The command line is a thin caller of this API; everything it does can be done fr
 
 __version__ = "0.1.0"
 
-# After __version__: the modules below import it.
-from owui_replay.convert import ConvertResult, convert
-from owui_replay.delivery import DeliveryOptions, StopReason
-from owui_replay.delivery_state import (
-    DeliveryState,
-    LineState,
-    default_state_path,
-)
-from owui_replay.download import Downloaded, download_export
-from owui_replay.errors import ExitCode, InputError, ReplayError, UsageError
-from owui_replay.inspect_export import ExportStats, inspect_export
-from owui_replay.mapping import MappingOptions
-from owui_replay.replay import ReplayResult, ReplaySettings, dry_run, replay
-from owui_replay.secrets import Secret, openwebui_token, portkey_key
-from owui_replay.sync import SyncResult, SyncSettings, sync
-from owui_replay.verify import Approval, Report, approve, verify
+import sys
+import types
+from typing import TYPE_CHECKING, Any
+
+# Names resolve on first use (PEP 562): `import owui_replay` for one job, and every command
+# line run, does not pay for importing requests, jsonschema and tqdm for all of them.
+_HOMES = {
+    "convert": "convert",
+    "ConvertResult": "convert",
+    "DeliveryOptions": "delivery",
+    "StopReason": "delivery",
+    "DeliveryState": "delivery_state",
+    "LineState": "delivery_state",
+    "default_state_path": "delivery_state",
+    "Downloaded": "download",
+    "download_export": "download",
+    "ExitCode": "errors",
+    "InputError": "errors",
+    "ReplayError": "errors",
+    "UsageError": "errors",
+    "ExportStats": "inspect_export",
+    "inspect_export": "inspect_export",
+    "MappingOptions": "mapping",
+    "ReplayResult": "replay",
+    "ReplaySettings": "replay",
+    "dry_run": "replay",
+    "replay": "replay",
+    "Secret": "secrets",
+    "openwebui_token": "secrets",
+    "portkey_key": "secrets",
+    "SyncResult": "sync",
+    "SyncSettings": "sync",
+    "sync": "sync",
+    "Approval": "verify",
+    "Report": "verify",
+    "approve": "verify",
+    "verify": "verify",
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'owui_replay' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f"owui_replay.{home}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_HOMES))
+
+
+class _Package(types.ModuleType):
+    """Importing the submodule owui_replay.convert binds the package's `convert` to the module;
+    eager imports used to rebind it to the function afterwards. Here the function keeps the
+    name: a submodule named like one of the API's functions is not bound over it."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _HOMES and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
+
+
+if TYPE_CHECKING:
+    from owui_replay.convert import ConvertResult, convert
+    from owui_replay.delivery import DeliveryOptions, StopReason
+    from owui_replay.delivery_state import (
+        DeliveryState,
+        LineState,
+        default_state_path,
+    )
+    from owui_replay.download import Downloaded, download_export
+    from owui_replay.errors import ExitCode, InputError, ReplayError, UsageError
+    from owui_replay.inspect_export import ExportStats, inspect_export
+    from owui_replay.mapping import MappingOptions
+    from owui_replay.replay import ReplayResult, ReplaySettings, dry_run, replay
+    from owui_replay.secrets import Secret, openwebui_token, portkey_key
+    from owui_replay.sync import SyncResult, SyncSettings, sync
+    from owui_replay.verify import Approval, Report, approve, verify
 
 __all__ = [  # noqa: RUF022 - grouped by purpose, not sorted
     "__version__",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -43,28 +44,42 @@ class HashedWriter:
         self.bytes = 0
 
     def write_chunk(self, data: bytes) -> None:
-        """Bytes that need not end on a line boundary (a download)."""
-        self._file.write(data)
+        """Bytes that need not end on a line boundary (a download); lines are not counted."""
+        try:
+            self._file.write(data)
+        except OSError as exc:
+            raise self._named(exc) from None
         self.sha256.update(data)
-        self.lines += data.count(b"\n")
         self.bytes += len(data)
 
     def abort(self) -> None:
-        """Give up: close and remove the partial file."""
-        self.close()
+        """Give up: close (without the fsync a kept file needs) and remove the partial file.
+        Errors here would hide the one that made us give up, so they are not raised."""
+        with contextlib.suppress(OSError):
+            self._file.close()
         self.partial.unlink(missing_ok=True)
 
+    def _named(self, exc: OSError) -> OSError:
+        """The error with the file's name: 'No space left on device' alone does not say where."""
+        return OSError(exc.errno, exc.strerror, str(self.partial))
+
     def write_line(self, data: bytes) -> None:
-        self._file.write(data)
+        try:
+            self._file.write(data)
+        except OSError as exc:
+            raise self._named(exc) from None
         self.sha256.update(data)
         self.lines += 1
         self.bytes += len(data)
 
     def close(self) -> None:
         if not self._file.closed:
-            self._file.flush()
-            os.fsync(self._file.fileno())
-            self._file.close()
+            try:
+                self._file.flush()
+                os.fsync(self._file.fileno())
+                self._file.close()
+            except OSError as exc:
+                raise self._named(exc) from None
 
     def commit(self) -> None:
         self.close()

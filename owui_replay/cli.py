@@ -751,8 +751,9 @@ example:
   owui-replay download -o feedback-export.json
   owui-replay download -o my-feedback.json --user-scope
 
-Writes OUT and OUT.sha256 (sha256sum format); nothing under OUT until the download is
-complete and parses as a JSON array.
+Writes OUT and OUT.sha256 (sha256sum format); nothing under OUT until the whole array has
+arrived (every string and bracket closed, nothing after the last one). convert checks the JSON
+inside the records.
 """
 
 

@@ -20,12 +20,13 @@ from urllib.parse import urlsplit
 import requests
 
 from owui_replay import __version__
+from owui_replay.array_shape import ArrayShape
 from owui_replay.atomic import HashedWriter, missing_folders, remove_empty, write_bytes_atomic
 from owui_replay.errors import ExitCode, InputError, ReplayError
-from owui_replay.export_reader import open_export
 from owui_replay.progress import byte_bar
 from owui_replay.secrets import Secret, openwebui_token
 from owui_replay.urls import checked_base_url
+from owui_replay.write_behind import WriteBehind
 
 EXPORT_PATH = "/api/v1/evaluations/feedbacks/all/export"
 USER_PATH = "/api/v1/evaluations/feedbacks/user"
@@ -212,16 +213,19 @@ def download(
     stderr: IO[str] | None = None,
     progress: bool | None = False,
 ) -> Downloaded:
-    """Stream the export to OUTPUT.partial, check it parses as a complete array, then rename
-    it and write OUTPUT.sha256. A failure leaves nothing that it created."""
+    """Stream the export to OUTPUT.partial, check that the whole array arrived (array_shape),
+    then rename it and write OUTPUT.sha256. A failure leaves nothing that it created."""
     created = missing_folders(output.parent)
     writer = HashedWriter(output)
+    shape = ArrayShape(f"the download of {output.name}")
     try:
         chunks = _user_pages(client) if user_scope else _admin_export(client, stderr, progress)
-        for chunk in chunks:
-            writer.write_chunk(chunk)
+        with WriteBehind(writer) as behind:
+            for chunk in chunks:
+                behind.put(chunk)
+                shape.feed(chunk)
+        records = shape.finish()
         writer.close()
-        records = _count_records(writer.partial, output)
     except BaseException:
         writer.abort()
         remove_empty(created)
@@ -372,19 +376,3 @@ def _json(response: requests.Response, path: str) -> Any:
             f"{path}: the connection broke while reading a page ({_reason(exc)}); "
             "nothing was written, run it again"
         ) from None
-
-
-def _count_records(partial: Path, output: Path) -> int:
-    """Stream the file once through the parser: it must be a complete JSON array."""
-    try:
-        stream = open_export(str(partial))
-    except InputError as exc:
-        raise InputError(f"the download of {output.name} is not an export: {exc}") from None
-    try:
-        if stream.shape != "array":
-            raise InputError(f"the download of {output.name} is a JSON object, not an array")
-        return sum(1 for _ in stream.records())
-    except InputError as exc:
-        raise InputError(f"the download of {output.name} is incomplete or damaged: {exc}") from None
-    finally:
-        stream.close()

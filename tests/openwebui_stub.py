@@ -44,6 +44,7 @@ WEB_PAGE = b"<!doctype html><html><head><title>Open WebUI</title></head><body></
 class OwuiState:
     export_file: Path | None = None
     export_chunks: Any = None  # a callable returning an iterator of bytes (large exports)
+    export_body: Any = None  # a callable building the whole body per request, as 0.12.4 does
     user_items: list[dict[str, Any]] = field(default_factory=list)
     page_size: int = 30
     legacy_user_list: bool = False
@@ -128,7 +129,7 @@ class Handler(BaseHTTPRequestHandler):
                 self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
             self.wfile.write(b"0\r\n\r\n")
             return
-        body = state.export_file.read_bytes()
+        body = state.export_body() if state.export_body else state.export_file.read_bytes()
         gzipped = "gzip" in self.headers.get("Accept-Encoding", "")
         if gzipped:  # the whole response is built and compressed before the first byte
             body = gzip.compress(body)

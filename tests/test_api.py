@@ -99,3 +99,21 @@ def test_the_readme_example_runs(tmp_path: Path) -> None:
         )
         assert len(stub.state.stored) == 8
     assert "8 posted" in printed.getvalue()
+
+
+def test_the_package_loads_each_job_when_it_is_first_used() -> None:
+    """`import owui_replay` costs no third-party import; a job's submodule imported first
+    (as the CLI and the other jobs do) does not replace the function of the same name."""
+    code = (
+        "import sys, owui_replay as owr\n"
+        "heavy = [m for m in ('requests', 'jsonschema', 'tqdm', 'ijson', 'sqlite3')"
+        " if m in sys.modules]\n"
+        "import owui_replay.convert, owui_replay.replay, owui_replay.verify\n"
+        "import owui_replay.sync, owui_replay.inspect_export\n"
+        "jobs = [owr.convert, owr.replay, owr.verify, owr.sync, owr.inspect_export]\n"
+        "print(heavy, [type(j).__name__ for j in jobs], 'requests' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.split("\n")[0] == "[] " + str(["function"] * 5) + " True"
+    with pytest.raises(AttributeError, match="no attribute 'no_such_name'"):
+        owr.no_such_name  # noqa: B018 - the lookup is what is tested

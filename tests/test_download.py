@@ -110,6 +110,40 @@ def test_a_truncated_download_leaves_nothing_under_the_final_name(tmp_path: Path
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (
+            b'[{"id": "a"}, {"id": "b", "x": "]',
+            "the body ends at byte offset 33 inside a string, "
+            "after 1 complete element: it was cut short",
+        ),
+        (
+            b'[{"id": "a"}, {"id": "b"}',
+            "the body ends at byte offset 25 with 1 bracket still open, after 1 complete element",
+        ),
+        (
+            b'[{"id": "a"}] {"id": "b"}',
+            "byte offset 14: more data after the array closed at byte offset 12",
+        ),
+        (b'{"detail": "Not Found"}', "byte offset 0: the body starts with a JSON object"),
+    ],
+    ids=["cut-in-a-string", "cut-between-records", "more-after", "an-object"],
+)
+def test_a_body_that_is_not_one_whole_array_is_refused(
+    tmp_path: Path, body: bytes, expected: str
+) -> None:
+    """The HTTP framing is complete here (a chunked body with its last chunk): only the
+    shape of the body tells that the export was cut short or is something else."""
+    out = tmp_path / "new" / "e.json"
+    with openwebui_stub(export_chunks=lambda: iter([body[:10], body[10:]])) as server:
+        result = run_download(server.url, ADMIN_TOKEN, "-o", str(out))
+    assert result.code == ExitCode.BAD_INPUT, result.stderr
+    assert result.stderr.startswith(f"owui-replay: error: the download of e.json: {expected}")
+    assert result.stderr.count("\n") == 1
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_login_page_instead_of_json_is_refused(tmp_path: Path) -> None:
     with openwebui_stub(export_file=REAL_EXPORT, html_instead=True) as server:
         result = run_download(server.url, ADMIN_TOKEN, "-o", str(tmp_path / "e.json"))
@@ -283,3 +317,16 @@ def test_a_name_that_does_not_resolve_is_said_in_words() -> None:
     cause = NameResolutionError("owui.example", None, "Name or service not known")  # type: ignore
     failed = requests.exceptions.ConnectionError(MaxRetryError(None, "/", cause))  # type: ignore
     assert _reason(failed) == "the host name does not resolve"
+
+
+def test_a_full_disk_names_the_file_and_leaves_nothing(tmp_path: Path) -> None:
+    """Writes happen on a second thread: its failure must reach the user, whole."""
+    if not Path("/dev/full").exists():
+        pytest.fail("this test needs /dev/full (Linux)")
+    out = tmp_path / "e.json"
+    (tmp_path / "e.json.partial").symlink_to("/dev/full")  # where the download is written
+    with openwebui_stub(export_file=REAL_EXPORT) as server:
+        result = run_download(server.url, ADMIN_TOKEN, "-o", str(out))
+    assert result.code == ExitCode.ERROR
+    assert result.stderr == f"owui-replay: error: {out}.partial: No space left on device\n"
+    assert list(tmp_path.iterdir()) == []
