@@ -98,6 +98,20 @@ def _cookbook_map_item(feedback: dict[str, Any]) -> dict[str, Any] | None:
     }
 
 
+def peak_rss_kib() -> int:
+    """This process's own peak resident set (VmHWM). Not ru_maxrss: Linux carries the
+    parent's peak over a fork and exec into it, so a child of a big benchmark would report
+    its parent's memory."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
 JOBS = {f.__name__: f for f in (bare, bare_hashed, convert, convert_dry, cookbook)}
 
 if __name__ == "__main__":
@@ -110,7 +124,7 @@ if __name__ == "__main__":
     start = time.perf_counter()
     records = JOBS[job](path, out)
     seconds = time.perf_counter() - start
-    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak_kib = peak_rss_kib()
     print(
         json.dumps({"job": job, "seconds": seconds, "records": records, "peak_rss_kib": peak_kib})
     )
