@@ -18,7 +18,7 @@ import pytest
 
 from owui_replay.errors import ExitCode
 from owui_replay.json_scan import DEPTH_LIMIT
-from tests.conftest import REAL_EXPORT, ROOT
+from tests.conftest import REAL_EXPORT, ROOT, run_cli
 
 RECORDS = json.loads(REAL_EXPORT.read_text())
 TEMPLATE = next(r for r in RECORDS if r.get("snapshot"))
@@ -271,4 +271,21 @@ def test_ctrl_c_names_the_partial_files_it_leaves(tmp_path: Path) -> None:
     assert stderr.count("\n") == 1 and str(partial) in stderr
     for left in tmp_path.glob("*.partial"):  # what is left is named, and nothing empty is left
         assert left.stat().st_size > 0 and str(left) in stderr
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("records", [1, 250], ids=["fails-at-close", "fails-while-writing"])
+def test_a_full_disk_is_named_and_nothing_is_committed(tmp_path: Path, records: int) -> None:
+    """A small output fails when it is flushed at the end, a large one while lines are
+    written: either way the error names the file and no output appears under its name."""
+    if not Path("/dev/full").exists():
+        pytest.fail("this test needs /dev/full (Linux)")
+    export = tmp_path / "export.json"
+    export.write_bytes(big_export(records))
+    out = tmp_path / "f.jsonl"
+    (tmp_path / "f.jsonl.partial").symlink_to("/dev/full")
+    result = run_cli("convert", str(export), "-o", str(out))
+    assert result.code == ExitCode.ERROR, result.stderr
+    assert result.stderr.startswith(f"owui-replay: error: {out}.partial: No space left on device")
+    assert result.stderr.count("\n") == 1
     assert not out.exists()

@@ -189,8 +189,13 @@ def test_a_large_export_is_streamed(tmp_path: Path) -> None:
     out = tmp_path / "big.json"
     with openwebui_stub(export_chunks=chunks) as server:
         result = run_download(server.url, ADMIN_TOKEN, "-o", str(out))
+        as_json = run_download(
+            server.url, ADMIN_TOKEN, "-o", str(tmp_path / "again.json"), "--json"
+        )
     assert result.code == 0 and "downloaded 300 records" in result.stderr
     assert out.stat().st_size == 2 + 300 * len(record) + 299
+    reported = json.loads(as_json.stdout)
+    assert (reported["bytes"], reported["records"]) == (out.stat().st_size, 300)
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from owui_replay.atomic import HashedWriter, sha256_file, write_json_atomic
+from owui_replay.atomic import HashedWriter, hash_file, sha256_file, write_json_atomic
 from owui_replay.handoff import HandoffPaths
 from owui_replay.timeparse import parse_instant
 
@@ -29,7 +29,7 @@ def test_parse_instant_refuses(bad: str) -> None:
 
 
 def test_hashed_writer_is_invisible_until_committed(tmp_path: Path) -> None:
-    final = tmp_path / "sub" / "out.jsonl"
+    final = tmp_path / "sub" / "deeper" / "out.jsonl"  # two folders that do not exist yet
     writer = HashedWriter(final)
     writer.write_line(b'{"a":1}\n')
     writer.write_line(b'{"b":2}\n')
@@ -38,6 +38,12 @@ def test_hashed_writer_is_invisible_until_committed(tmp_path: Path) -> None:
     assert final.read_bytes() == b'{"a":1}\n{"b":2}\n' and not writer.partial.exists()
     summary = writer.summary()
     assert summary == {"file": "out.jsonl", "sha256": sha256_file(final), "lines": 2, "bytes": 16}
+
+
+def test_hash_file_counts_lines_across_blocks(tmp_path: Path) -> None:
+    path = tmp_path / "f.jsonl"
+    path.write_bytes(b'{"n":1}\n' * 1000)
+    assert hash_file(path, chunk=1000) == (sha256_file(path), 1000)
 
 
 def test_write_json_atomic_replaces_whole_files(tmp_path: Path) -> None:
