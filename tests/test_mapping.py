@@ -206,3 +206,140 @@ def test_message_index_is_walked_when_meta_lacks_it(real_records: list[dict[str,
     record = by_id(real_records, "d22f37d6")
     del record["meta"]["message_index"]
     assert Mapper().map(record)["metadata"]["message_index"] == "4"
+
+
+# Gaps found by mutation testing (dev/mutate.py owui_replay/mapping.py ...): each test below
+# pins a rule that a planted bug got through before.
+
+
+def _rating(**overrides: Any) -> dict[str, Any]:
+    """A minimal schema-shaped thumbs-up with a nested snapshot of two messages."""
+    record: dict[str, Any] = {
+        "id": "fb-1",
+        "user_id": "u-1",
+        "version": 0,
+        "type": "rating",
+        "data": {"rating": 1, "model_id": "data-model"},
+        "meta": {"chat_id": "c-1", "message_id": "m-2", "model_id": "meta-model"},
+        "snapshot": {
+            "chat": {
+                "id": "c-1",
+                "chat": {
+                    "history": {
+                        "messages": {
+                            "m-1": {"id": "m-1", "parentId": None},
+                            "m-2": {"id": "m-2", "parentId": "m-1"},
+                        }
+                    }
+                },
+            }
+        },
+        "created_at": 1795392000,
+        "updated_at": 1795392000,
+    }
+    record.update(overrides)
+    return record
+
+
+@pytest.mark.parametrize(
+    ("template", "expected"),
+    [("{feedback_id}", "fb-1"), ("{user_id}", "u-1"), ("{model_id}", "data-model"),
+     ("{message_index}", "2"), ("{chat_id}/{message_id}/{chat_id}", "c-1/m-2/c-1")],
+)  # fmt: skip
+def test_every_trace_field_has_its_value(template: str, expected: str) -> None:
+    assert Mapper(MappingOptions(trace_template=template)).map(_rating())["trace_id"] == expected
+
+
+def test_model_id_comes_from_data_then_meta() -> None:
+    record = _rating(data={"rating": 1})
+    assert Mapper(MappingOptions(trace_template="{model_id}")).map(record)["trace_id"] == (
+        "meta-model"
+    )
+
+
+def test_message_index_is_meta_s_when_given_else_the_thread_length() -> None:
+    mapper = Mapper(MappingOptions(trace_template="{message_index}"))
+    given = _rating(meta={"chat_id": "c-1", "message_id": "m-2", "message_index": 7})
+    assert mapper.map(given)["metadata"]["message_index"] == "7"
+    assert mapper.map(given)["trace_id"] == "7"
+    assert mapper.map(_rating())["metadata"]["message_index"] == "2"
+    lost = _rating(meta={"chat_id": "c-1", "message_id": "gone"})
+    assert "message_index" not in Mapper().map(lost)["metadata"]
+    assert Mapper().map(lost)["metadata"]["rated_message_in_snapshot"] == "false"
+
+
+def test_a_history_kept_as_a_list_is_searched_too() -> None:
+    listed = _rating(
+        snapshot={"history": {"messages": [{"id": "m-1"}, {"id": "m-2", "parentId": "m-1"}]}}
+    )
+    assert Mapper().map(listed)["metadata"]["rated_message_in_snapshot"] == "true"
+    listed["meta"]["message_id"] = "m-9"
+    assert Mapper().map(listed)["metadata"]["rated_message_in_snapshot"] == "false"
+    no_messages = _rating(snapshot={"history": {"messages": "not a list"}})
+    assert Mapper().map(no_messages)["metadata"]["rated_message_in_snapshot"] == "false"
+
+
+def test_an_empty_snapshot_chat_id_is_no_chat_id() -> None:
+    record = _rating(meta={"message_id": "m-2"}, snapshot={"chat": {"id": "", "chat": {}}})
+    with pytest.raises(Skip) as skipped:
+        Mapper().map(record)
+    assert skipped.value.code == "missing_trace_field"
+    payload = Mapper(MappingOptions(missing_ids="feedback-id")).map(record)
+    assert payload["trace_id"] == "fb-1:m-2"
+    assert payload["metadata"]["trace_id_fallback"] == "chat_id=feedback_id"
+    both = Mapper(MappingOptions(missing_ids="feedback-id")).map(_rating(meta={}, snapshot=None))
+    assert both["metadata"]["trace_id_fallback"] == "chat_id,message_id=feedback_id"
+
+
+def test_lists_flatten_to_compact_sorted_json_or_joined_scalars() -> None:
+    out: dict[str, str] = {}
+    flatten("tags", [{"b": "é", "a": 1}], out)
+    flatten("names", ["", "x", "x", 2.0, None, True], out)
+    assert out == {"tags": '[{"a":1,"b":"é"}]', "names": "x,2,true"}
+
+
+@pytest.mark.parametrize(("length", "clipped"), [(128, False), (129, True)])
+def test_metadata_values_are_clipped_past_128_characters(length: int, clipped: bool) -> None:
+    for where in ("value", "key"):
+        data = {"rating": 1, "model_id": "m", "reason": "r" * 300}  # always something to clip
+        if where == "value":
+            data["comment"] = "c" * length
+        else:
+            data["k" * length] = "v"
+        metadata = Mapper().map(_rating(data=data))["metadata"]
+        text = metadata.get("comment", "") if where == "value" else max(metadata, key=len)
+        assert len(text) == min(length, 128)
+        assert text.endswith("…") == clipped
+
+
+def test_the_time_window_filters_with_its_own_reasons() -> None:
+    at = 1795392000
+    early = Mapper(MappingOptions(since=at + 1)).in_window(at)
+    late = Mapper(MappingOptions(until=at)).in_window(at)
+    assert early is not None and early.code == "before_since"
+    assert late is not None and late.code == "not_before_until"
+    assert Mapper(MappingOptions(since=at, until=at + 1)).in_window(at) is None
+
+
+def test_template_errors_name_the_field_and_the_choices() -> None:
+    with pytest.raises(ValueError, match=r"unknown field \{chat\} in '\{chat\}'; use chat_id, "):
+        template_fields("{chat}")
+
+
+@pytest.mark.parametrize(
+    "options",
+    [MappingOptions(),
+     MappingOptions(trace_template="{feedback_id}", up_value=5, down_value=0, weight=0.5,
+                    missing_ids="feedback-id", keep_metadata=("model_*",),
+                    drop_metadata=("comment",), extra_metadata=(("env", "prod"),),
+                    since=1795392000, until=1795478400)],
+    ids=["defaults", "every-option"],
+)  # fmt: skip
+def test_options_survive_the_manifest_round_trip(options: MappingOptions) -> None:
+    """verify --export rebuilds the options from the manifest: nothing may change on the way."""
+    assert MappingOptions.from_dict(options.as_dict()) == options
+    broken = {**options.as_dict(), "weight": "heavy"}
+    with pytest.raises(ValueError, match="options are malformed"):
+        MappingOptions.from_dict(broken)
+    with pytest.raises(ValueError, match="are not the ones this version records"):
+        MappingOptions.from_dict({**options.as_dict(), "new": 1})
