@@ -5,6 +5,7 @@ boundaries of both the parser (64 KiB) and the checking child process (1 MiB).""
 from __future__ import annotations
 
 import gzip
+import io
 import json
 import os
 import resource
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from owui_replay.cli import main
 from owui_replay.errors import ExitCode
 from owui_replay.json_scan import DEPTH_LIMIT
 from tests.conftest import REAL_EXPORT, ROOT, run_cli
@@ -52,17 +54,37 @@ def inside_a_string(data: bytes, boundary: int) -> int:
     return data.find(marker, max(0, boundary - len(marker) - 2)) + len(marker)
 
 
-def convert(tmp_path: Path, data: bytes, name: str = "export.json", stdin: bool = False):
+def convert(
+    tmp_path: Path,
+    data: bytes,
+    name: str = "export.json",
+    stdin: bool = False,
+    *,
+    own_process: bool = False,
+) -> tuple[int, str, Path]:
+    """Run `owui-replay convert` on DATA (a file, or stdin): (exit code, stderr, output path).
+
+    In this process by default, through the CLI's main() with stdin replaced, so that a
+    mutation tool sees which tests reach the reader; own_process=True runs a real process
+    (for what only a process can show: its peak memory)."""
     export = tmp_path / name
     export.write_bytes(data)
     out = tmp_path / "out" / "feedback.jsonl"
-    argv = [sys.executable, "-m", "owui_replay", "convert", "-" if stdin else str(export),
-            "-o", str(out)]  # fmt: skip
-    done = subprocess.run(
-        argv, input=data if stdin else None, capture_output=True, check=False,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )  # fmt: skip
-    return done.returncode, done.stderr.decode(), out
+    args = ["convert", "-" if stdin else str(export), "-o", str(out)]
+    if own_process:
+        done = subprocess.run(
+            [sys.executable, "-m", "owui_replay", *args], input=data if stdin else None,
+            capture_output=True, check=False, env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )  # fmt: skip
+        return done.returncode, done.stderr.decode(), out
+    stderr = io.StringIO()
+    saved = sys.stdin
+    sys.stdin = io.TextIOWrapper(io.BytesIO(data if stdin else b""))
+    try:
+        code = main(args, stdout=io.StringIO(), stderr=stderr)
+    finally:
+        sys.stdin = saved
+    return code, stderr.getvalue(), out
 
 
 def assert_clean_failure(code: int, stderr: str, out: Path, where: str) -> None:
@@ -157,7 +179,7 @@ def test_deep_nesting_is_refused_with_memory_bounded(
     records = big_export(30)
     boundary = records.find(b'"snapshot"', PARSER_CHUNK)
     data = records[:boundary] + b'"deep": ' + deep + b", " + records[boundary:]
-    code, stderr, out = convert(tmp_path, data, stdin=stdin)
+    code, stderr, out = convert(tmp_path, data, stdin=stdin, own_process=True)
     peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     index = data[:boundary].count(b'"id": "rec-') - 1
     assert_clean_failure(code, stderr, out, f"in record index {index} ")
