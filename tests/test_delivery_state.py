@@ -445,3 +445,50 @@ def test_the_api_key_is_in_no_state_file(tmp_path: Path) -> None:
     for path in [*default_state_path().parent.iterdir(), *tmp_path.iterdir()]:
         assert API_KEY.encode() not in path.read_bytes(), path
     assert read_jsonl(tmp_path / "feedback.failed.jsonl")[0]["status"] == 400
+
+
+# Gaps found by mutation testing (dev/mutate.py owui_replay/delivery_state.py ...).
+
+
+def _rating(key: str, updated_at: int = 1, content: str = "c1") -> Rating:
+    return Rating(key, updated_at, content, f"trace-{key}")
+
+
+def test_only_a_post_can_leave_a_copy_behind(tmp_path: Path) -> None:
+    """A PUT replaces the one stored rating: sending it makes nothing uncertain, and its
+    answer (stored, refused or not) uncounts nothing a POST counted."""
+    with DeliveryState(tmp_path / "s.sqlite3", "http://127.0.0.1:1/v1") as state:
+        a, b = _rating("a"), _rating("b")
+        state.intend([a, b], "POST")
+        state.acknowledged([a, b], ["pk-a", "pk-b"], "POST")
+        changed = _rating("a", 2, "c2")
+        state.intend([changed], "PUT")
+        assert state.lookup("a") is not None and state.lookup("a").unknown == 0  # type: ignore[union-attr]
+        state.refused(changed, "PUT", 422, "no")
+        state.intend([_rating("c")], "POST")
+        state.intend([_rating("c")], "POST")  # sent twice, no answer the first time
+        state.refused(_rating("c"), "PUT", 422, "no")  # a PUT's refusal is not the POST's answer
+        assert state.lookup("c").unknown == 2  # type: ignore[union-attr]
+        state.refused(_rating("c"), "POST", 422, "no")
+        assert state.lookup("c").unknown == 1  # type: ignore[union-attr]
+        assert state.acknowledged([changed], ["pk-a"], "PUT") == 0
+        assert state.counts()["extra_copies"] == 0
+
+
+def test_extra_copies_add_up_over_a_batch(tmp_path: Path) -> None:
+    with DeliveryState(tmp_path / "s.sqlite3", "http://127.0.0.1:1/v1") as state:
+        ratings = [_rating("a"), _rating("b"), _rating("c")]
+        for _ in range(3):  # three attempts each, the first two unanswered
+            state.intend(ratings, "POST")
+        assert state.acknowledged(ratings, ["1", "2", "3"], "POST") == 6
+        assert state.counts() == {
+            "ratings": 3, "delivered": 3, "uncertain": 0, "refused": 0, "extra_copies": 6,
+        }  # fmt: skip
+
+
+def test_a_line_with_an_empty_feedback_id_is_keyed_by_its_bytes() -> None:
+    raw = b'{"trace_id":"t","value":1,"metadata":{"feedback_id":"","updated_at":"5"}}\n'
+    rating = rating_of(json.loads(raw), raw)
+    assert rating.key.startswith("sha256:") and rating.updated_at == 0
+    named = rating_of({"trace_id": "t", "value": 1, "metadata": {"feedback_id": "f"}}, raw)
+    assert (named.key, named.updated_at) == ("f", 0)
