@@ -62,3 +62,20 @@ def test_handoff_names() -> None:
         "feedback.journal.jsonl", "feedback.failed.jsonl",
     ]  # fmt: skip
     assert HandoffPaths.for_output("out.ndjson").rejects.name == "out.ndjson.rejects.jsonl"
+
+
+def test_hashed_writer_blocks_lose_no_line_and_hash_them_all(tmp_path: Path) -> None:
+    """Lines are written and hashed ~64 kB at a time: across block edges, at close, and
+    for a summary asked for before the close, nothing is lost or counted twice."""
+    final = tmp_path / "out.jsonl"
+    writer = HashedWriter(final)
+    lines = [(f'{{"n":{i},"pad":"' + "x" * (i % 500) + '"}\n').encode() for i in range(600)]
+    for line in lines:
+        writer.write_line(line)
+    early = writer.summary()
+    writer.commit()
+    data = b"".join(lines)
+    assert final.read_bytes() == data
+    assert early == writer.summary() == {
+        "file": "out.jsonl", "sha256": sha256_file(final), "lines": 600, "bytes": len(data),
+    }  # fmt: skip
