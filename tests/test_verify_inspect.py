@@ -207,3 +207,59 @@ def test_inspect_reads_gzip_and_refuses_broken_files(tmp_path: Path) -> None:
     broken.write_bytes(broken.read_bytes()[:-300])
     result = run_cli("inspect", str(broken))
     assert result.code == ExitCode.BAD_INPUT and "byte offset" in result.stderr
+
+
+# Gaps found by mutation testing (dev/mutate.py owui_replay/verify.py ...).
+
+
+def test_the_manifest_s_own_options_are_used_to_reproduce(tmp_path: Path) -> None:
+    out = tmp_path / "feedback.jsonl"
+    assert run_cli("convert", str(EDGE_EXPORT), "-o", str(out), "-q", "--thumbs-down-value", "0",
+                   "--trace-id", "{feedback_id}").code == 0  # fmt: skip
+    result = run_cli("verify", str(out), "--export", str(EDGE_EXPORT))
+    assert result.code == ExitCode.OK, result.stdout
+    assert "ok    converting the export again with the manifest's options gives byte-identical" in (
+        result.stdout
+    )
+
+
+def test_options_that_cannot_be_used_again_fail(tmp_path: Path) -> None:
+    out = handoff(tmp_path)
+    rewrite_manifest(out, lambda m: m["options"].__setitem__("weight", "heavy"))
+    result = run_cli("verify", str(out), "--export", str(EDGE_EXPORT))
+    assert result.code == ExitCode.MISMATCH
+    assert "FAIL  the manifest's options can be used again: options are malformed" in result.stdout
+
+
+def test_a_manifest_that_is_not_json_is_a_fail_line(tmp_path: Path) -> None:
+    out = handoff(tmp_path)
+    (tmp_path / "feedback.manifest.json").write_text("{not json", "utf-8")
+    result = run_cli("verify", str(out), "--json")
+    assert result.code == ExitCode.MISMATCH and not result.stderr
+    checks = json.loads(result.stdout)["checks"]
+    assert checks[-1]["ok"] is False and checks[-1]["text"].startswith(
+        "manifest is readable JSON ("
+    )
+    assert all(set(check) == {"ok", "text"} for check in checks)
+
+
+@pytest.mark.parametrize(
+    ("damage", "named"),
+    [(lambda lines: lines.insert(1, b"not json\n"), "line 2 is not a reject entry"),
+     (lambda lines: lines.insert(0, b'{"outcome": "written"}\n'), "line 1 is not a reject entry"),
+     (lambda lines: lines.__setitem__(-1, lines[-1].rstrip(b"\n")),
+      "line {last} is not a reject entry")],
+    ids=["not-json", "a-written-outcome", "last-line-cut"],
+)  # fmt: skip
+def test_damaged_rejects_lines_are_named(tmp_path: Path, damage, named: str) -> None:
+    out = handoff(tmp_path)
+    rejects = tmp_path / "feedback.rejects.jsonl"
+    lines = rejects.read_bytes().splitlines(keepends=True)
+    damage(lines)
+    rejects.write_bytes(b"".join(lines))
+    result = run_cli("verify", str(out))
+    assert result.code == ExitCode.MISMATCH
+    assert f"(feedback.rejects.jsonl: {named.format(last=len(lines))})" in result.stdout
+    assert "FAIL  counts by outcome, recounted from the files, match" in result.stdout
+    # the entries around an inserted line are all still counted: the recount itself agrees
+    assert ("; the manifest says" in result.stdout) == (named.startswith("line {last}"))
