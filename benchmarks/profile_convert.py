@@ -80,6 +80,37 @@ def main() -> None:
     extra = sum(stages.values()) - floor
     print(f"{'all but parsing':<32} {extra / n * 1e6:10.1f} {extra / floor:9.0%}")
     print(f"ceiling for convert vs bare parse: {floor / (floor + extra):.0%}")
+    print("\nin the streaming loop (caches cold after each parse), stages added one at a time:")
+    staged(path, validator, payload_validator, mapper, n)
+
+
+def staged(
+    path: Path, validator: RecordValidator, payload_validator: RecordValidator, mapper: Mapper,
+    n: int,
+) -> None:  # fmt: skip
+    """The same stages inside one parsing loop, each round adding one: what they cost where
+    convert runs them, right after the parser has filled the caches with a record."""
+    backend = ijson.get_backend("yajl2_c")
+    names = ["parse", "+ record verdict", "+ mapping", "+ payload verdict", "+ payload JSON"]
+
+    def run(upto: int) -> None:
+        with open(path, "rb") as handle:
+            for record in backend.items(handle, "item", use_float=True, buf_size=1 << 16):
+                if upto >= 1 and not validator.is_valid(record):
+                    continue
+                if upto >= 2:
+                    payload = _map(mapper, record)
+                    if payload is None:
+                        continue
+                    if upto >= 3:
+                        payload_validator.is_valid(payload)
+                    if upto >= 4:
+                        dumps_line(payload)  # type: ignore[arg-type]
+
+    times = {i: best(lambda i=i: run(i), repeat=2) for i in range(len(names))}
+    for i, name in enumerate(names):
+        added = (times[i] - times[i - 1]) / n * 1e6 if i else times[0] / n * 1e6
+        print(f"{name:<32} {added:10.1f} us/record   loop at {times[0] / times[i]:.0%} of parse")
 
 
 def _map(mapper: Mapper, record: object) -> object:
