@@ -492,3 +492,33 @@ def test_a_line_with_an_empty_feedback_id_is_keyed_by_its_bytes() -> None:
     assert rating.key.startswith("sha256:") and rating.updated_at == 0
     named = rating_of({"trace_id": "t", "value": 1, "metadata": {"feedback_id": "f"}}, raw)
     assert (named.key, named.updated_at) == ("f", 0)
+
+
+def test_without_xdg_state_home_the_state_lives_under_home(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("XDG_STATE_HOME", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert default_state_path() == tmp_path / ".local" / "state" / "owui-replay" / "ledger.sqlite3"
+
+
+def test_the_lock_file_is_private(tmp_path: Path) -> None:
+    with DeliveryState(tmp_path / "s.sqlite3", "http://127.0.0.1:1/v1") as state:
+        state.lock()
+        assert (tmp_path / "s.sqlite3.lock").stat().st_mode & 0o777 == 0o600
+
+
+@pytest.mark.parametrize(
+    "change",
+    [lambda p: p.__setitem__("value", -1), lambda p: p.__setitem__("weight", 0.5),
+     lambda p: p["metadata"].__setitem__("comment", "changed")],
+    ids=["value", "weight", "metadata"],
+)  # fmt: skip
+def test_what_a_put_can_change_changes_the_content(change) -> None:
+    payload = {"trace_id": "t", "value": 1, "metadata": {"feedback_id": "f", "comment": "c"}}
+    edited = copy.deepcopy(payload)
+    change(edited)
+    raw = json.dumps(payload).encode()
+    assert rating_of(payload, raw).content != rating_of(edited, raw).content
+    same = {**payload, "weight": 1, "trace_id": "another"}  # weight 1 is the default
+    assert rating_of(same, raw).content == rating_of(payload, raw).content
