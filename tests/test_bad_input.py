@@ -101,9 +101,9 @@ BOUNDARIES = {"64KiB": PARSER_CHUNK, "1MiB": CHILD_BLOCK, "deep": 1_500_000}
 @pytest.mark.parametrize("boundary", sorted(BOUNDARIES))
 @pytest.mark.parametrize(
     ("token", "words"),
-    [(b"18446744073709551616", "integer too large"),
-     (b"-9223372036854775809", "integer too large"),
-     (b"1e400", "number too large for a float"),
+    [(b"18446744073709551616", "integer too large (more than 64 bits)"),
+     (b"-9223372036854775809", "integer too large (more than 64 bits)"),
+     (b"1e400", "number too large for a float (e.g. 1e400)"),
      (b"NaN", "NaN and Infinity are not JSON numbers")],
     ids=["overflow", "negative-overflow", "1e400", "nan"],
 )  # fmt: skip
@@ -113,7 +113,7 @@ def test_a_bad_number_is_placed_exactly(
     data, offset, index = inject(big_export(), token, BOUNDARIES[boundary])
     code, stderr, out = convert(tmp_path, data)
     assert_clean_failure(code, stderr, out, f"byte offset {offset} in record index {index} ")
-    assert words in stderr
+    assert f"before it): {words}; " in stderr
 
 
 @pytest.mark.parametrize("boundary", sorted(BOUNDARIES))

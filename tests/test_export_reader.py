@@ -144,18 +144,28 @@ def test_an_object_without_items_is_refused(tmp_path: Path) -> None:
 
 
 GOOD = b'[{"id":"a"},{"id":"b"},'  # two complete records, 23 bytes
+TRAILING = "unexpected data after the end of the top-level value (trailing garbage)"
 
 
 @pytest.mark.parametrize(
     ("data", "offset", "reason"),
     [
-        (GOOD + b'{"id":"c", "x": ', len(GOOD) + 16, "ends in the middle of a record"),
-        (GOOD + b'{"id":"\xff\xfe"}]', len(GOOD) + 7, "invalid UTF-8"),
+        (
+            GOOD + b'{"id":"c", "x": ',
+            len(GOOD) + 16,
+            "the file ends in the middle of a record (truncated?)",
+        ),
+        (
+            GOOD + b'{"id":"\xff\xfe"}]',
+            len(GOOD) + 7,
+            "invalid UTF-8: byte 0xFF (invalid start "
+            "byte; an overlong or damaged sequence, or text in another encoding)",
+        ),
         (GOOD + b'{"id":NaN}]', len(GOOD) + 6, "NaN and Infinity are not JSON numbers"),
         (GOOD + b'{"id":-Infinity}]', len(GOOD) + 6, "NaN and Infinity are not JSON numbers"),
-        (GOOD + b'{"id":1' + b"0" * 400 + b"}]", None, "integer too large"),
-        (b'[{"id":"a"},{"id":"b"}] trailing', 24, "trailing garbage"),
-        (b'[{"id":"a"},{"id":"b"}]\n[{"id":"c"}]', 24, "trailing garbage"),
+        (GOOD + b'{"id":1' + b"0" * 400 + b"}]", None, "integer too large (more than 64 bits)"),
+        (b'[{"id":"a"},{"id":"b"}] trailing', 24, TRAILING),
+        (b'[{"id":"a"},{"id":"b"}]\n[{"id":"c"}]', 24, TRAILING),
     ],
 )
 def test_broken_files_name_the_record_and_byte_offset(
@@ -169,7 +179,8 @@ def test_broken_files_name_the_record_and_byte_offset(
     message = str(caught.value)
     assert seen == [{"id": "a"}, {"id": "b"}]  # every complete record before the break
     assert "\n" not in message
-    assert str(path) in message and "record index 2" in message and reason in message
+    assert str(path) in message and "record index 2" in message
+    assert message.endswith(f"(2 complete records before it): {reason}")  # the whole reason
     if offset is not None:
         assert f"byte offset {offset} " in message
 
