@@ -343,3 +343,13 @@ def test_options_survive_the_manifest_round_trip(options: MappingOptions) -> Non
         MappingOptions.from_dict(broken)
     with pytest.raises(ValueError, match="are not the ones this version records"):
         MappingOptions.from_dict({**options.as_dict(), "new": 1})
+
+
+def test_an_empty_message_id_is_a_missing_one() -> None:
+    record = _rating(meta={"chat_id": "c-1", "message_id": ""})
+    with pytest.raises(Skip) as skipped:
+        Mapper().map(record)
+    assert skipped.value.code == "missing_trace_field"
+    payload = Mapper(MappingOptions(missing_ids="feedback-id")).map(record)
+    assert payload["trace_id"] == "c-1:fb-1"
+    assert payload["metadata"]["rated_message_in_snapshot"] == "false"  # no id: not found
