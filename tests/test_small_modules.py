@@ -84,7 +84,7 @@ def test_hashed_writer_blocks_lose_no_line_and_hash_them_all(tmp_path: Path) -> 
 def test_hashed_writer_holds_at_most_a_block(tmp_path: Path) -> None:
     """Memory stays flat: held lines reach the file once they make a block (64 kB)."""
     writer = HashedWriter(tmp_path / "out.jsonl")
-    line = b'{"pad":"' + b"x" * 990 + b'"}\n'  # 1000 bytes
+    line = b'{"pad":"' + b"x" * 989 + b'"}\n'  # 1000 bytes
     for _ in range(65):
         writer.write_line(line)
     assert writer.partial.stat().st_size == 0  # 65,000 bytes: not yet a block
