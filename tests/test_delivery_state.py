@@ -368,6 +368,17 @@ def test_a_newer_or_foreign_state_file_is_a_clear_error(tmp_path: Path) -> None:
     garbage.write_bytes(b"this is not a database at all" * 100)
     with pytest.raises(InputError, match="not an owui-replay delivery state"):
         DeliveryState(garbage, "http://x/v1")
+    for version, name in ((0, "someone-else"), (1, "ratings")):  # another program's database
+        foreign = tmp_path / f"foreign-{version}.sqlite3"
+        db = sqlite3.connect(foreign)
+        db.execute(f"CREATE TABLE {name.replace('-', '_')} (x)")
+        db.execute(f"PRAGMA user_version = {version}")
+        db.commit()
+        db.close()
+        with pytest.raises(InputError, match=f"{foreign}: unknown delivery state format {version}"):
+            DeliveryState(foreign, "http://x/v1")
+        tables = sqlite3.connect(foreign).execute("SELECT name FROM sqlite_master").fetchall()
+        assert tables == [(name.replace("-", "_"),)]  # nothing was added to it
 
 
 def test_lines_without_a_feedback_id_are_keyed_by_their_bytes(tmp_path: Path) -> None:
