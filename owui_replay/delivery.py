@@ -319,7 +319,6 @@ class Deliverer:
             self.state.answered(request.ratings, request.method)
         self.journal.retry(request.lines, reply.describe(), ambiguous=reply.ambiguous)
         with self._lock:
-            self.stats.retried += 1
             if reply.ambiguous and request.method == "POST":
                 self.stats.unanswered += 1
         retry_after = parse_retry_after(reply.retry_after)
@@ -333,6 +332,8 @@ class Deliverer:
                 f"{reply.describe()}",
             )
             return None
+        with self._lock:
+            self.stats.retried += 1  # the attempt that gave up is not a retry
         return backoff_delay(
             attempt - 1,
             base=self.options.backoff_base,

@@ -166,6 +166,9 @@ def test_a_refused_payload_goes_to_the_failed_file_and_the_run_goes_on(tmp_path:
     assert failed["line"] == 0 and failed["status"] == 400
     assert failed["payload"]["metadata"]["feedback_id"] == "fb-0000"
     assert "rejected by fault injection" in failed["response"]
+    assert "delivered now: 5 posted, 0 updated, already delivered: 0, refused: 1 (see" in (
+        result.stderr
+    )
 
 
 def test_real_validation_errors_are_refused_by_the_server(tmp_path: Path) -> None:
@@ -183,7 +186,9 @@ def test_retries_exhausted_stop_the_run_without_writing_lines_off(tmp_path: Path
     feedback = make_feedback(tmp_path, 4)
     with portkey_stub(faults=[Fault("503")] * 3) as stub:
         first = replay_in_process(feedback, stub.url, "--concurrency", "1", "--retries", "2")
-        assert first.code == ExitCode.DELIVERY_FAILED and "gave up after 3 attempts" in first.stderr
+        assert first.code == ExitCode.DELIVERY_FAILED
+        assert "gave up after 3 attempts on line 1: " in first.stderr  # lines count from 1
+        assert "retries: 2" in first.stderr
         assert not (tmp_path / "feedback.failed.jsonl").exists()
         second = replay_in_process(feedback, stub.url)
         assert second.code == ExitCode.OK
