@@ -87,7 +87,7 @@ def main() -> None:
     if chosen:
         picked = set(chosen)
         states = [(name, state) for name, state in states if name in picked]
-        print(f"every {args.sample}th mutant, in source order: {len(chosen)} of them")
+        print(f"one mutant in {args.sample}, in source order: {len(chosen)} of them")
     killed = sum(1 for _, state in states if state == "killed")
     share = killed / max(1, len(states))
     print(f"{args.module}: {killed} of {len(states)} mutants killed ({share:.0%})")
