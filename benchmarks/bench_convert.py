@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -31,6 +30,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
+from benchmarks.figures import load, spread  # noqa: E402
 from benchmarks.generate_export import generate  # noqa: E402
 
 JOBS = ("bare", "bare_hashed", "convert_dry", "convert", "cookbook")
@@ -85,12 +85,6 @@ def shares(runs: dict[str, list[dict[str, Any]]]) -> list[float]:
     return sorted(bare["seconds"] / ours["seconds"] for bare, ours in pairs)
 
 
-def spread(values: list[float], fmt: str) -> str:
-    ordered = sorted(values)
-    middle = statistics.median(ordered)
-    return " / ".join(fmt.format(v) for v in (ordered[0], middle, ordered[-1]))
-
-
 def report(exports: dict[str, Path], results: dict[str, dict[str, list[dict[str, Any]]]]) -> None:
     for shape, runs in results.items():
         export = exports[shape]
@@ -122,10 +116,9 @@ def main() -> None:
         "long-chats": export_of("long-chats", args.long_mb),
         "short-strings": export_of("short-strings", args.short_mb),
     }
-    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    before = load()
     results = measure(exports, args.jobs, args.rounds)
-    after = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    print(f"load average: {load} before, {after} after ({os.cpu_count()} CPUs)")
+    print(f"load average: {before} before, {load()} after ({os.cpu_count()} CPUs)")
     report(exports, results)
 
 

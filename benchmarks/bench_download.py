@@ -24,6 +24,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.figures import load, spread  # noqa: E402
 from benchmarks.generate_export import generate  # noqa: E402
 from tests.openwebui_stub import ADMIN_TOKEN  # noqa: E402
 
@@ -127,9 +128,6 @@ def shares(runs: dict[str, list[tuple[float, float]]]) -> list[float]:
 
 
 def main() -> None:
-    import os
-    import statistics
-
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size-mb", type=int, default=500)
     parser.add_argument("--rounds", type=int, default=3)
@@ -139,21 +137,20 @@ def main() -> None:
     if not export.exists():
         generate(export, args.size_mb)
     mb = export.stat().st_size / 1e6
-    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    before = load()
     results = run(export, args.rounds, args.cookbook)
-    after = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    print(f"{export.name}: {mb:.0f} MB, {args.rounds} interleaved rounds; load {load} -> {after}")
+    print(
+        f"{export.name}: {mb:.0f} MB, {args.rounds} interleaved rounds; load {before} -> {load()}"
+    )
     for mode, runs in results.items():
         print(f"  server {mode}:")
         for name, timings in runs.items():
-            rates = sorted(mb / seconds for seconds, _ in timings)
+            rates = [mb / seconds for seconds, _ in timings]
             rss = max(r for _, r in timings)
             memory = f"   peak RSS {rss:4.0f} MB" if rss else ""
-            print(f"    {name:<22} {rates[0]:6.0f} / {statistics.median(rates):6.0f} / "
-                  f"{rates[-1]:6.0f} MB/s{memory}")  # fmt: skip
-        share = shares(runs)
-        print(f"    owui-replay / curl throughput: {share[0]:.0%} / {statistics.median(share):.0%}"
-              f" / {share[-1]:.0%}   (goal >= 80%)")  # fmt: skip
+            print(f"    {name:<22} {spread(rates, '{:6.0f}')} MB/s{memory}")
+        share = spread(shares(runs), "{:.0%}")
+        print(f"    owui-replay / curl throughput: {share}   (goal >= 80%)")
     raw = {mode: {k: [{"seconds": s, "peak_rss_mb": r} for s, r in v] for k, v in runs.items()}
            for mode, runs in results.items()}  # fmt: skip
     print(json.dumps(raw))

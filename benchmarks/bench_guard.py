@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import os
 import resource
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -23,6 +22,10 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.figures import load, spread  # noqa: E402
+
 SHORT = ["--size-mb", "200", "--shape", "short-strings"]
 SHAPES = {
     "long chats, 500 MB": ("export-500mb.json", ["--size-mb", "500"]),
@@ -58,7 +61,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     exports = {label: ensure(name, gen) for label, (name, gen) in SHAPES.items()}
-    print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print(f"load average before: {load()}")
     with tempfile.TemporaryDirectory() as tmp:
         baseline = Path(tmp) / "baseline"
         git = ["git", "-C", str(ROOT), "worktree"]
@@ -76,16 +79,14 @@ def main() -> None:
                 print(f"{label}:")
                 for name, walls in times.items():
                     rates = [size / w for w in walls]
-                    print(f"   {name:<10} {min(rates):6.1f} / {statistics.median(rates):6.1f} / "
-                          f"{max(rates):6.1f} MB/s")  # fmt: skip
-                spread = f"{min(ratios):.1%} / {statistics.median(ratios):.1%} / {max(ratios):.1%}"
-                print(f"   this tree vs baseline: {spread} of its throughput")
+                    print(f"   {name:<10} {spread(rates, '{:6.1f}')} MB/s")
+                print(f"   this tree vs baseline: {spread(ratios, '{:.1%}')} of its throughput")
         finally:
             subprocess.run(
                 ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(baseline)],
                 check=False, capture_output=True,
             )  # fmt: skip
-    print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print(f"load average after: {load()}")
 
 
 if __name__ == "__main__":

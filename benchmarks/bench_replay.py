@@ -23,7 +23,6 @@ import argparse
 import json
 import os
 import resource
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -37,6 +36,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.figures import load, spread  # noqa: E402
 from owui_replay.convert import dumps_line  # noqa: E402
 from owui_replay.delivery_state import DeliveryState, Rating  # noqa: E402
 from tests.portkey_stub import API_KEY  # noqa: E402
@@ -113,14 +113,6 @@ def real_shaped(directory: Path, count: int) -> Path:
             payload["metadata"]["feedback_id"] = f"bench-{i:06d}"
             handle.write(dumps_line(payload))
     return path
-
-
-def spread(values: list[float], fmt: str = "{:.1f}") -> str:
-    return " / ".join(fmt.format(v) for v in (min(values), statistics.median(values), max(values)))
-
-
-def load() -> str:
-    return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def store_cost(rounds: int, requests: int) -> dict[str, list[float]]:

@@ -28,13 +28,10 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from benchmarks import bench_convert, bench_download, bench_replay  # noqa: E402
+from benchmarks.figures import load, spread  # noqa: E402
 from tests.replay_helpers import make_feedback  # noqa: E402
 
 Row = tuple[str, list[float], str, Callable[[float], bool], str]
-
-
-def load() -> str:
-    return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def download_rows(rounds: int, size_mb: int) -> list[Row]:
@@ -101,10 +98,7 @@ def _at_least(goal: float) -> Callable[[float], bool]:
 
 
 def _spread(values: list[float], unit: str) -> str:
-    ordered = sorted(values)
-    fmt = "{:.2f}" if unit.strip() in ("x", "ms") else "{:.1f}"
-    picks = (ordered[0], statistics.median(ordered), ordered[-1])
-    return " / ".join(fmt.format(v) for v in picks) + unit
+    return spread(values, "{:.2f}" if unit.strip() in ("x", "ms") else "{:.1f}") + unit
 
 
 def main() -> None:
