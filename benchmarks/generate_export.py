@@ -20,6 +20,7 @@ import copy
 import json
 import random
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -46,39 +47,19 @@ class TextPool:
         return self.text[start : start + n]
 
 
-def make_chat(rng: random.Random, pool: TextPool, turns: int) -> tuple[dict[str, Any], str, int]:
-    """A chat of `turns` user/assistant pairs; returns (messages by id, rated id, index)."""
+def thread(
+    rng: random.Random, turns: int, fields: Callable[[int, str], dict[str, Any]]
+) -> tuple[dict[str, Any], str, int]:
+    """`turns` user/assistant pairs chained by parentId/childrenIds, each message's own fields
+    from FIELDS(turn, role); returns (messages by id, a rated assistant message's id, index)."""
     messages: dict[str, Any] = {}
     parent = None
     ids: list[str] = []
     for turn in range(turns):
         for role in ("user", "assistant"):
             mid = str(uuid.UUID(int=rng.getrandbits(128)))
-            message: dict[str, Any] = {
-                "id": mid,
-                "parentId": parent,
-                "childrenIds": [],
-                "role": role,
-                "content": pool.take(80, 600) if role == "user" else pool.take(400, 4000),
-                "timestamp": 1795400000 + turn * 60,
-            }
-            if role == "assistant":
-                message.update(
-                    model="my-model-config",
-                    modelName="My Model",
-                    modelIdx=0,
-                    done=True,
-                    usage={"prompt_tokens": rng.randint(10, 9000), "completion_tokens": 300},
-                )
-                if rng.random() < 0.3:
-                    message["sources"] = [
-                        {
-                            "source": {"name": f"doc-{i}.pdf", "type": "file"},
-                            "document": [pool.take(1000, 6000)],
-                            "metadata": [{"page": i, "source": f"doc-{i}.pdf"}],
-                        }
-                        for i in range(rng.randint(1, 4))
-                    ]
+            message = {"id": mid, "parentId": parent, "childrenIds": [], "role": role}
+            message.update(fields(turn, role))
             if parent is not None:
                 messages[parent]["childrenIds"].append(mid)
             messages[mid] = message
@@ -86,6 +67,36 @@ def make_chat(rng: random.Random, pool: TextPool, turns: int) -> tuple[dict[str,
             parent = mid
     rated = rng.randrange(1, len(ids), 2)  # an assistant message
     return messages, ids[rated], rated + 1
+
+
+def make_chat(rng: random.Random, pool: TextPool, turns: int) -> tuple[dict[str, Any], str, int]:
+    """Long messages; a third of the answers carry retrieved sources."""
+
+    def fields(turn: int, role: str) -> dict[str, Any]:
+        message: dict[str, Any] = {
+            "content": pool.take(80, 600) if role == "user" else pool.take(400, 4000),
+            "timestamp": 1795400000 + turn * 60,
+        }
+        if role == "assistant":
+            message.update(
+                model="my-model-config",
+                modelName="My Model",
+                modelIdx=0,
+                done=True,
+                usage={"prompt_tokens": rng.randint(10, 9000), "completion_tokens": 300},
+            )
+            if rng.random() < 0.3:
+                message["sources"] = [
+                    {
+                        "source": {"name": f"doc-{i}.pdf", "type": "file"},
+                        "document": [pool.take(1000, 6000)],
+                        "metadata": [{"page": i, "source": f"doc-{i}.pdf"}],
+                    }
+                    for i in range(rng.randint(1, 4))
+                ]
+        return message
+
+    return thread(rng, turns, fields)
 
 
 SHORT = [
@@ -101,40 +112,28 @@ def short_text(rng: random.Random, pool: TextPool) -> str:
 
 def make_short_chat(rng: random.Random, pool: TextPool) -> tuple[dict[str, Any], str, int]:
     """24 messages of many short strings each."""
-    messages: dict[str, Any] = {}
-    parent = None
-    ids: list[str] = []
-    for turn in range(12):
-        for role in ("user", "assistant"):
-            mid = str(uuid.UUID(int=rng.getrandbits(128)))
-            message: dict[str, Any] = {
-                "id": mid,
-                "parentId": parent,
-                "childrenIds": [],
-                "role": role,
-                "content": "\n".join(short_text(rng, pool) for _ in range(rng.randint(3, 12))),
-                "timestamp": 1795400000 + turn * 60,
-                "statusHistory": [
-                    {
-                        "action": "web_search",
-                        "description": short_text(rng, pool),
-                        "done": True,
-                        "urls": [f"https://example.com/{rng.randint(0, 999)}"],
-                    }
-                    for _ in range(rng.randint(4, 10))
-                ],
-                "followUps": [short_text(rng, pool) for _ in range(rng.randint(3, 8))],
-                "annotation": {"tags": [rng.choice(SHORT) for _ in range(6)], "rating": None},
-            }
-            if role == "assistant":
-                message.update(model="my-model-config", modelName="My Model", done=True)
-            if parent is not None:
-                messages[parent]["childrenIds"].append(mid)
-            messages[mid] = message
-            ids.append(mid)
-            parent = mid
-    rated = rng.randrange(1, len(ids), 2)
-    return messages, ids[rated], rated + 1
+
+    def fields(turn: int, role: str) -> dict[str, Any]:
+        message: dict[str, Any] = {
+            "content": "\n".join(short_text(rng, pool) for _ in range(rng.randint(3, 12))),
+            "timestamp": 1795400000 + turn * 60,
+            "statusHistory": [
+                {
+                    "action": "web_search",
+                    "description": short_text(rng, pool),
+                    "done": True,
+                    "urls": [f"https://example.com/{rng.randint(0, 999)}"],
+                }
+                for _ in range(rng.randint(4, 10))
+            ],
+            "followUps": [short_text(rng, pool) for _ in range(rng.randint(3, 8))],
+            "annotation": {"tags": [rng.choice(SHORT) for _ in range(6)], "rating": None},
+        }
+        if role == "assistant":
+            message.update(model="my-model-config", modelName="My Model", done=True)
+        return message
+
+    return thread(rng, 12, fields)
 
 
 def make_record(
