@@ -111,18 +111,18 @@ class ArrayShape:
                 if step:
                     depth += step
                     if depth == 0:
-                        self._commas += commas
                         end = len(body.rstrip(_WHITESPACE))
                         if (
                             piece is parts[-1]
                             and index == len(piece) - 1
                             and body[end - 1 : end] == b"]"
                         ):  # the usual end: the body's last byte closes the array
+                            self._commas += commas
                             self._depth, self._closed_at = 0, start + end - 1
                             self._nothing_after(self._held, start + len(body))
                             self._held = b""
-                        else:
-                            self._closing(body, start, skip, self._commas - commas)
+                        else:  # counted again, byte by byte, up to the close
+                            self._closing(body, start, skip)
                         return
                 elif depth == 1:
                     commas += 1
@@ -130,9 +130,8 @@ class ArrayShape:
             self._in_string = not self._in_string
         self._depth, self._commas = depth, self._commas + commas
 
-    def _closing(self, body: bytes, start: int, skip: int, commas_before: int) -> None:
+    def _closing(self, body: bytes, start: int, skip: int) -> None:
         """The array closes in BODY, not at its end: walk it byte by byte to find where."""
-        self._commas = commas_before
         depth, in_string, escaped = self._depth, self._in_string, False
         for index in range(skip, len(body)):
             byte = body[index]
