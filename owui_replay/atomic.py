@@ -67,8 +67,8 @@ class HashedWriter:
     def abort(self) -> None:
         """Give up: close (without the fsync a kept file needs) and remove the partial file.
         Errors here would hide the one that made us give up, so they are not raised."""
-        with contextlib.suppress(OSError):
-            self._file.close()
+        self._held.clear()  # nothing left to write to a file about to go
+        self.close_quietly()
         self.partial.unlink(missing_ok=True)
 
     def _named(self, exc: OSError) -> OSError:

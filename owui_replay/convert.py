@@ -365,7 +365,7 @@ def _fewer_collections() -> Iterator[None]:
 
     Each record is a tree of thousands of fresh containers (no cycles), so the default
     threshold (700 allocations) starts a collection several times per record for nothing:
-    ~3% of the time on exports of many short strings. Collections still run, just less often.
+    ~2.5% of the time on exports of many short strings. Collections still run, less often.
     """
     before = gc.get_threshold()
     gc.set_threshold(10_000, *before[1:])
