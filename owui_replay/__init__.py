@@ -11,11 +11,11 @@ The command line is a thin caller of this API; everything it does can be done fr
     assert result.exit_code == owr.ExitCode.OK, result.summary()
 """
 
-__version__ = "0.1.0"
-
 import sys
 import types
 from typing import TYPE_CHECKING, Any
+
+from owui_replay._version import __version__
 
 # Names resolve on first use (PEP 562): `import owui_replay` for one job, and every command
 # line run, does not pay for importing requests, jsonschema and tqdm for all of them.

@@ -14,7 +14,7 @@ import traceback
 from collections.abc import Callable, Iterator, Sequence
 from typing import IO, Any
 
-from owui_replay import __version__
+from owui_replay._version import __version__
 from owui_replay.errors import EXIT_CODE_HELP, ExitCode, InputError, ReplayError, UsageError
 from owui_replay.mapping import (
     DEFAULT_TRACE_TEMPLATE,

@@ -13,11 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from owui_replay import __version__
+from owui_replay._version import __version__
 from owui_replay.atomic import HashedWriter, partial_path, write_json_atomic
 from owui_replay.errors import ExitCode, InputError, ReplayError, UsageError
 from owui_replay.export_reader import ExportStream, open_export
-from owui_replay.handoff import HandoffPaths
+from owui_replay.handoff import MANIFEST_FORMAT, HandoffPaths
 from owui_replay.mapping import Mapper, MappingOptions, Skip
 from owui_replay.progress import byte_bar
 from owui_replay.schemas import OPENWEBUI_SCHEMA, PORTKEY_SCHEMA, RecordValidator, schema_version
@@ -500,7 +500,7 @@ def build_manifest(
 ) -> dict[str, Any]:
     """What was read, with which settings, and what came out: for audit and for replay."""
     manifest: dict[str, Any] = {
-        "manifest_version": 1,
+        "manifest_version": MANIFEST_FORMAT,
         "tool": {"name": "owui-replay", "version": __version__},
         "schemas": {
             "openwebui": schema_version(OPENWEBUI_SCHEMA),

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 
 import requests
 
-from owui_replay import __version__
+from owui_replay._version import __version__
 from owui_replay.array_shape import ArrayShape
 from owui_replay.atomic import HashedWriter, missing_folders, remove_empty, write_bytes_atomic
 from owui_replay.errors import ExitCode, InputError, ReplayError

@@ -20,7 +20,7 @@ from typing import IO, Any
 
 import ijson
 
-from owui_replay import json_scan
+import owui_replay.json_scan as json_scan
 from owui_replay.errors import InputError
 from owui_replay.json_scan import (
     DepthGuard,

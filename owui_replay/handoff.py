@@ -9,9 +9,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+# The manifest's format, a number of its own (not the tool's version): convert writes it, verify
+# and replay refuse a manifest whose format is newer than this.
+MANIFEST_FORMAT = 1
+
 
 @dataclass(frozen=True)
 class HandoffPaths:
+    """The paths of one handoff's files, all derived from the JSONL's name."""
+
     output: Path
     rejects: Path
     manifest: Path

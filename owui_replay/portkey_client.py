@@ -16,7 +16,7 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.exceptions import MaxRetryError, NewConnectionError
 
-from owui_replay import __version__
+from owui_replay._version import __version__
 from owui_replay.secrets import Secret
 
 BODY_LIMIT = 2000

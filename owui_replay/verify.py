@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from owui_replay import __version__
+from owui_replay._version import __version__
 from owui_replay.approvals import (
     Checked,
     approvals_dir,
@@ -21,7 +21,7 @@ from owui_replay.atomic import hash_file, sha256_file
 from owui_replay.convert import OUTCOMES, WRITTEN, reproduce
 from owui_replay.errors import InputError
 from owui_replay.feedback_file import FeedbackFile, scan_feedback
-from owui_replay.handoff import HandoffPaths
+from owui_replay.handoff import MANIFEST_FORMAT, HandoffPaths
 from owui_replay.mapping import MappingOptions
 
 
@@ -70,6 +70,12 @@ def _manifest_problem(manifest: Any) -> str | None:
     """What is wrong with a manifest's shape (a hand edit, another tool), or None."""
     if not isinstance(manifest, dict):
         return "the manifest is not a JSON object"
+    fmt = manifest.get("manifest_version")
+    if not _count(fmt) or not 1 <= fmt <= MANIFEST_FORMAT:
+        return (
+            f'"manifest_version" is {json.dumps(fmt)[:40]}: this owui-replay reads formats 1 to '
+            f"{MANIFEST_FORMAT}"
+        )
     for part in ("output", "rejects"):
         entry = manifest.get(part)
         if not isinstance(entry, dict):
