@@ -71,7 +71,7 @@ def _manifest_problem(manifest: Any) -> str | None:
     if not isinstance(manifest, dict):
         return "the manifest is not a JSON object"
     fmt = manifest.get("manifest_version")
-    if not _count(fmt) or not 1 <= fmt <= MANIFEST_FORMAT:
+    if not (isinstance(fmt, int) and _count(fmt) and 1 <= fmt <= MANIFEST_FORMAT):
         return (
             f'"manifest_version" is {json.dumps(fmt)[:40]}: this owui-replay reads formats 1 to '
             f"{MANIFEST_FORMAT}"

@@ -7,6 +7,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -15,6 +16,7 @@ from owui_replay.mapping import MappingOptions
 from tests.strategies import records
 
 
+@pytest.mark.slow
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(records(), min_size=1, max_size=12), st.sampled_from(["reject", "feedback-id"]))
 def test_every_record_ends_in_exactly_one_of_output_or_rejects(

@@ -147,6 +147,7 @@ def run_trial(scenario: str, rng: random.Random, root: Path) -> Trial:
     )
 
 
+@pytest.mark.slow
 def test_sigkill_at_random_points_then_any_next_run_loses_nothing_and_announces_duplicates(
     tmp_path: Path,
 ) -> None:
