@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import json
 import os
 import sys
 from collections import Counter
@@ -14,7 +13,16 @@ from pathlib import Path
 from typing import IO, Any
 
 from owui_replay._version import __version__
-from owui_replay.atomic import HashedWriter, partial_path, write_json_atomic
+from owui_replay.atomic import partial_path
+from owui_replay.convert_sinks import (
+    ComparingSink,
+    Difference,
+    DryRunSink,
+    FileSink,
+    Sink,
+    dumps_line,
+    explain_partial,
+)
 from owui_replay.errors import ExitCode, InputError, ReplayError, UsageError
 from owui_replay.export_reader import ExportStream, open_export
 from owui_replay.handoff import MANIFEST_FORMAT, HandoffPaths
@@ -34,40 +42,42 @@ WRITTEN, INVALID, SKIPPED, FILTERED, DUPLICATE, SUPERSEDED = (
 )
 OUTCOMES = (WRITTEN, INVALID, SKIPPED, FILTERED, DUPLICATE, SUPERSEDED)
 FILTER_REASONS = frozenset({"before_since", "not_before_until"})
-
-
-_UNICODE_LINE_BREAKS = (("\x85", "\\u0085"), ("\u2028", "\\u2028"), ("\u2029", "\\u2029"))
-
-
-# built once: json.dumps with any option set builds a new encoder on every call
-_SORTED = json.JSONEncoder(
-    ensure_ascii=False, sort_keys=True, separators=(",", ":"), allow_nan=False
-)
-_AS_GIVEN = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-
-
-def dumps_line(obj: Any, *, sort_keys: bool = True) -> bytes:
-    """Deterministic, compact, UTF-8 JSON line (same input and options: same bytes).
-
-    U+0085, U+2028 and U+2029 are escaped: JSON allows them raw, but readers that split
-    lines the Unicode way (str.splitlines, JavaScript) would cut the line there.
-    """
-    text = (_SORTED if sort_keys else _AS_GIVEN).encode(obj)
-    for raw, escaped in _UNICODE_LINE_BREAKS:
-        if raw in text:  # a fast scan; replacing only when needed keeps big rejects cheap
-            text = text.replace(raw, escaped)
-    return (text + "\n").encode("utf-8")
+_NOT_NEWER = "updated_at >= this one"
 
 
 @dataclass
 class ConvertResult:
-    records: int
-    counts: Counter[str]
-    reasons: Counter[str]
-    paths: HandoffPaths | None
-    manifest: dict[str, Any]
+    """What one conversion did: every record's outcome counted, with the reasons, the
+    manifest and a few sample payloads. Its verbs are how the job records outcomes."""
+
+    records: int = 0
+    counts: Counter[str] = field(default_factory=Counter)
+    reasons: Counter[str] = field(default_factory=Counter)
+    paths: HandoffPaths | None = None
+    manifest: dict[str, Any] = field(default_factory=dict)
     samples: list[dict[str, Any]] = field(default_factory=list)
     superseded: dict[int, int] = field(default_factory=dict)  # output line -> input index
+
+    def record_written(self, payload: dict[str, Any], wanted_samples: int) -> None:
+        self.counts[WRITTEN] += 1
+        if len(self.samples) < wanted_samples:
+            self.samples.append(payload)
+
+    def record_reject(self, outcome: str, reason: str) -> None:
+        self.counts[outcome] += 1
+        self.reasons[reason] += 1
+
+    def record_supersession(self, output_line: int, input_index: int) -> None:
+        """A written payload whose feedback id came back with a newer updated_at."""
+        self.superseded[output_line] = input_index
+
+    def settle_superseded(self) -> None:
+        """Once every record is in: the superseded payloads leave the output for the rejects."""
+        moved = len(self.superseded)
+        self.counts[WRITTEN] -= moved
+        self.counts[SUPERSEDED] += moved
+        if moved:
+            self.reasons["superseded"] += moved
 
     def as_dict(self) -> dict[str, Any]:
         """The --json result (fields documented in README.md)."""
@@ -111,169 +121,140 @@ class _Seen:
     line: int | None  # output line when written, else None
 
 
-class _Sinks:
-    """Where outcomes go: the two writers in a real run, nowhere in a dry run."""
+class Converter:
+    """One conversion's run state: the mapper and validators (built once per run), the
+    feedback ids seen so far, the sink that receives the outcomes and the result recording
+    them. `run` streams one export through it."""
 
-    def __init__(self, paths: HandoffPaths | None) -> None:
-        self.paths = paths
-        self.out = HashedWriter(paths.output) if paths else None
+    def __init__(
+        self,
+        options: MappingOptions,
+        sink: Sink,
+        *,
+        paths: HandoffPaths | None = None,
+        samples: int = 0,
+    ) -> None:
+        self.options = options
+        self.sink = sink
+        self.samples = samples
+        self.mapper = Mapper(options)
+        self.record_validator = RecordValidator(OPENWEBUI_SCHEMA)
+        self.payload_validator = RecordValidator(PORTKEY_SCHEMA)
+        self.seen: dict[str, _Seen] = {}
+        self.result = ConvertResult(paths=paths)
+
+    def run(
+        self,
+        stream: ExportStream,
+        *,
+        stderr: IO[str] | None = None,
+        progress: bool | None = None,
+        allow_empty: bool = False,
+    ) -> ConvertResult:
+        """Every record of STREAM to the sink; then the manifest, then the sink's commit.
+        A failure says where the partial files are, when the sink kept any."""
         try:
-            self.rejects = HashedWriter(paths.rejects) if paths else None
-        except BaseException:
-            if self.out is not None:
-                self.out.close()
-            raise
-        self.out_lines = 0
+            self._stream(stream, stderr or sys.stderr, progress)
+            if self.result.records == 0 and not allow_empty:
+                self.sink.discard()
+                raise InputError(_empty_message(stream))
+            self._finish(stream)
+        except InputError as exc:
+            kept = self.sink.failed()
+            if kept is None:
+                raise
+            raise InputError(f"{exc}; {kept}", exc.code) from None
+        except KeyboardInterrupt:
+            kept = self.sink.failed()
+            if kept is None:
+                raise
+            raise ReplayError(f"interrupted; {kept}", ExitCode.INTERRUPTED) from None
+        finally:
+            self.sink.close_quietly()  # committed (so closed) on success; else kept as is
+            stream.close()
+        return self.result
 
-    def payload(self, line: bytes) -> int:
-        self.out_lines += 1
-        if self.out is not None:
-            self.out.write_line(line)
-        return self.out_lines - 1
+    def _stream(self, stream: ExportStream, stderr: IO[str], progress: bool | None) -> None:
+        bar = byte_bar(stream.size, stream.name, stderr=stderr, enabled=progress)
+        count = 0
+        with bar, _fewer_collections():
+            last = 0
+            for count, record in enumerate(stream.records(), start=1):
+                self.process(count - 1, record)
+                now = stream.raw.bytes_read
+                bar.update(now - last)
+                last = now
+        self.result.records = count
 
-    def reject(self, entry: dict[str, Any]) -> None:
-        if self.rejects is not None:
-            # the original record keeps its own key order (deterministic: it is the input's)
-            self.rejects.write_line(dumps_line(entry, sort_keys=False))
+    def _finish(self, stream: ExportStream) -> None:
+        result = self.result
+        if result.superseded:
+            result.settle_superseded()
+            self.sink.drop_superseded(result.superseded, _superseded_entry)
+        if sum(result.counts.values()) != result.records:  # pragma: no cover - an invariant
+            raise AssertionError(f"counts {dict(result.counts)} do not add up to {result.records}")
+        result.manifest = build_manifest(stream, self.options, result, self.sink)
+        self.sink.commit(result.manifest)
 
-    def close(self) -> None:
-        for writer in (self.out, self.rejects):
-            if writer is not None:
-                writer.close()
-
-    def close_quietly(self) -> None:
-        """After a failure: keep the partial files, raise nothing that would hide it."""
-        for writer in (self.out, self.rejects):
-            if writer is not None:
-                writer.close_quietly()
-
-    def discard(self) -> None:
-        """Remove the partial files of a run that produced nothing worth keeping."""
-        self.close()
-        for writer in (self.out, self.rejects):
-            if writer is not None:
-                writer.partial.unlink(missing_ok=True)
-
-
-@dataclass
-class Difference:
-    """Where a handoff first departs from what convert makes of its export."""
-
-    file: str
-    line: int  # 1-based line in that file
-    found: bytes  # what the file has there (b"" past its end)
-    expected: bytes  # what convert produces there (b"" when the file has a line too many)
-
-    def describe(self) -> str:
-        if not self.expected:
-            return (
-                f"{self.file} line {self.line}: a line convert does not make: {_clip(self.found)}"
+    def process(self, index: int, record: Any) -> None:
+        """Decide one record's outcome and send it to the output or the rejects."""
+        record_id = record.get("id") if isinstance(record, dict) else None  # parsed JSON: a dict
+        if not self.record_validator.is_valid(record) or not isinstance(record_id, str):
+            errors = [e.as_dict() for e in self.record_validator.errors(record)]
+            self._reject(index, record_id, INVALID, "schema", errors=errors, record=record)
+            return
+        updated_at = int(record["updated_at"])
+        earlier = self.seen.get(record_id)
+        if earlier is not None and updated_at <= earlier.updated_at:
+            detail = (
+                f"feedback id already seen at index {earlier.index} with updated_at >= this one"
             )
-        if not self.found:
-            return f"{self.file} ends before line {self.line}; convert makes {_clip(self.expected)}"
-        at = next(
-            (i for i, (a, b) in enumerate(zip(self.found, self.expected, strict=False)) if a != b),
-            min(len(self.found), len(self.expected)),
-        )
-        return (
-            f"{self.file} line {self.line} differs from what convert makes of the export at "
-            f"byte {at}: has {_clip(self.found, at)}, expected {_clip(self.expected, at)}"
-        )
+            self._reject(index, record_id, DUPLICATE, "duplicate_id", detail, record=record)
+            return
+        if earlier is not None and earlier.line is not None:
+            self.result.record_supersession(earlier.line, earlier.index)
+        self.seen[record_id] = _Seen(updated_at, index, None)
+        try:
+            payload = self.mapper.map(record)
+        except Skip as skip:
+            outcome = FILTERED if skip.code in FILTER_REASONS else SKIPPED
+            original = None if outcome == FILTERED else record
+            self._reject(index, record_id, outcome, skip.code, skip.detail, record=original)
+            return
+        if not self.payload_validator.is_valid(payload):
+            errors = [e.as_dict() for e in self.payload_validator.errors(payload)]
+            detail = "the mapped payload fails the Portkey schema"
+            self._reject(index, record_id, INVALID, "payload_schema", detail, errors, record=record)
+            return
+        self.seen[record_id].line = self.sink.payload(dumps_line(payload))
+        self.result.record_written(payload, self.samples)
 
-
-def _clip(data: bytes, around: int = 0, width: int = 70) -> str:
-    """A short, readable window of a line around one byte position."""
-    start = max(0, around - width // 2)
-    text = data[start : start + width].decode("utf-8", "replace").rstrip("\n")
-    return repr(("…" if start else "") + text + ("…" if start + width < len(data) else ""))
-
-
-class _ComparingSinks(_Sinks):
-    """Instead of writing, compare every produced line with an existing handoff's files.
-
-    Output lines are matched as they come; a produced line that does not match is held
-    aside (only superseded lines should be, and they are few); rejects are compared in order.
-    Memory stays bounded: past MAX_HELD lines held aside, the handoff is already different.
-    """
-
-    MAX_HELD = 10_000
-
-    def __init__(self, paths: HandoffPaths) -> None:
-        super().__init__(None)
-        self.handoff = paths
-        self._out = open(paths.output, "rb")  # noqa: SIM115 - closed in close()
-        self._rejects = open(paths.rejects, "rb")  # noqa: SIM115 - closed in close()
-        self._out_line = 0  # lines of the file matched so far
-        self._rejects_line = 0
-        self.held: dict[int, tuple[bytes, int, bytes]] = {}  # produced index -> (line, at, found)
-        self.overflow = False
-        self.rejects_difference: Difference | None = None
-
-    def payload(self, line: bytes) -> int:
-        index = super().payload(line)
-        position = self._out.tell()
-        found = self._out.readline()
-        if found == line:
-            self._out_line += 1
-        else:
-            self._out.seek(position)  # the file line may match the next produced one
-            if len(self.held) < self.MAX_HELD:
-                self.held[index] = (line, self._out_line + 1, found)
-            else:
-                self.overflow = True
-        return index
-
-    def reject(self, entry: dict[str, Any]) -> None:
-        line = dumps_line(entry, sort_keys=False)
-        found = self._rejects.readline()
-        self._rejects_line += 1
-        if found != line and self.rejects_difference is None:
-            self.rejects_difference = Difference(
-                self.handoff.rejects.name, self._rejects_line, found, line
-            )
-
-    def differences(self, superseded: dict[int, int]) -> list[Difference]:
-        """After the run: the first difference in each file (none: byte-identical)."""
-        found: list[Difference] = []
-        strays = sorted(i for i in self.held if i not in superseded)
-        missing = sorted(i for i in superseded if i not in self.held)
-        extra = self._out.readline()
-        name = self.handoff.output.name
-        if strays or self.overflow:
-            line, at, there = self.held[strays[0]] if strays else (b"", 0, b"")
-            found.append(Difference(name, at, there, line))
-        elif missing:  # the file kept a line that convert drops as superseded
-            found.append(Difference(name, self._out_line, b"(a superseded version)", b""))
-        elif extra:
-            found.append(Difference(name, self._out_line + 1, extra, b""))
-        if self.rejects_difference is not None:
-            found.append(self.rejects_difference)
-        elif extra_reject := self._rejects.readline():
-            found.append(Difference(self.handoff.rejects.name, self._rejects_line + 1,
-                                    extra_reject, b""))  # fmt: skip
-        return found
-
-    def close(self) -> None:
-        """convert() closes its sinks before the comparison is read: keep the files open."""
-
-    def discard(self) -> None:
-        self.release()
-
-    def release(self) -> None:
-        self._out.close()
-        self._rejects.close()
+    def _reject(
+        self,
+        index: int,
+        record_id: Any,
+        outcome: str,
+        reason: str,
+        detail: str | None = None,
+        errors: list[dict[str, str]] | None = None,
+        *,
+        record: Any = None,
+    ) -> None:
+        self.sink.reject(_reject_entry(index, record_id, outcome, reason, detail, errors, record))
+        self.result.record_reject(outcome, reason)
 
 
 def reproduce(
     export_path: str, paths: HandoffPaths, options: MappingOptions
 ) -> tuple[ConvertResult, list[Difference]]:
     """Convert EXPORT again, comparing with the handoff's files instead of writing any."""
-    sinks = _ComparingSinks(paths)
+    sink = ComparingSink(paths)
     try:
-        result = convert(export_path, None, options, progress=False, allow_empty=True, _sinks=sinks)
-        return result, sinks.differences(result.superseded)
+        stream = open_export(export_path)
+        result = Converter(options, sink).run(stream, progress=False, allow_empty=True)
+        return result, sink.differences(result.superseded)
     finally:
-        sinks.release()
+        sink.release()
 
 
 def convert(
@@ -285,13 +266,8 @@ def convert(
     stderr: IO[str] | None = None,
     progress: bool | None = None,
     allow_empty: bool = False,
-    _sinks: _Sinks | None = None,
 ) -> ConvertResult:
     """Convert EXPORT to OUTPUT (None: dry run, nothing written). Raises InputError."""
-    options = options or MappingOptions()
-    mapper = Mapper(options)
-    record_validator = RecordValidator(OPENWEBUI_SCHEMA)
-    payload_validator = RecordValidator(PORTKEY_SCHEMA)
     if isinstance(output, str) and output.endswith(("/", os.sep)):
         raise UsageError(f"-o {output} is a folder; name the output file, e.g. -o {output}f.jsonl")
     paths = HandoffPaths.for_output(output) if output is not None else None
@@ -299,64 +275,12 @@ def convert(
         refuse_clobbering(str(export_path), paths)
     stream = open_export(str(export_path))
     try:
-        sinks = _sinks or _Sinks(paths)
+        sink = FileSink(paths) if paths is not None else DryRunSink()
     except BaseException:
         stream.close()
         raise
-    counts: Counter[str] = Counter()
-    reasons: Counter[str] = Counter()
-    seen: dict[str, _Seen] = {}
-    superseded: dict[int, int] = {}  # output line -> input index
-    sample_payloads: list[dict[str, Any]] = []
-    index = -1
-    bar = byte_bar(stream.size, stream.name, stderr=stderr or sys.stderr, enabled=progress)
-    try:
-        with bar, _fewer_collections():
-            last = 0
-            for index, record in enumerate(stream.records()):
-                outcome, reason = _process(
-                    index,
-                    record,
-                    mapper,
-                    record_validator,
-                    payload_validator,
-                    sinks,
-                    seen,
-                    superseded,
-                    sample_payloads,
-                    samples,
-                )
-                counts[outcome] += 1
-                if reason:
-                    reasons[reason] += 1
-                now = stream.raw.bytes_read
-                bar.update(now - last)
-                last = now
-        total = index + 1
-        if total == 0 and not allow_empty:
-            sinks.discard()
-            raise InputError(_empty_message(stream))
-        if superseded:
-            _drop_superseded(sinks, superseded, counts, reasons)
-        if sum(counts.values()) != total:  # pragma: no cover - an invariant, not an input case
-            raise AssertionError(f"counts {dict(counts)} do not add up to {total} records")
-        manifest = build_manifest(stream, options, total, counts, reasons, sinks)
-        if paths is not None and sinks.out is not None and sinks.rejects is not None:
-            _commit(sinks.out, sinks.rejects, paths, manifest)
-    except InputError as exc:
-        if paths is None or _sinks is not None:
-            raise
-        sinks.close_quietly()
-        raise InputError(f"{exc}; {explain_partial(paths)}", exc.code) from None
-    except KeyboardInterrupt:
-        if paths is None or _sinks is not None:
-            raise
-        sinks.close_quietly()
-        raise ReplayError(f"interrupted; {explain_partial(paths)}", ExitCode.INTERRUPTED) from None
-    finally:
-        sinks.close_quietly()  # committed (so closed) on success; after a failure, kept as is
-        stream.close()
-    return ConvertResult(total, counts, reasons, paths, manifest, sample_payloads, superseded)
+    converter = Converter(options or MappingOptions(), sink, paths=paths, samples=samples)
+    return converter.run(stream, stderr=stderr, progress=progress, allow_empty=allow_empty)
 
 
 @contextlib.contextmanager
@@ -375,63 +299,13 @@ def _fewer_collections() -> Iterator[None]:
         gc.set_threshold(*before)
 
 
-def _process(
-    index: int,
-    record: Any,
-    mapper: Mapper,
-    record_validator: RecordValidator,
-    payload_validator: RecordValidator,
-    sinks: _Sinks,
-    seen: dict[str, _Seen],
-    superseded: dict[int, int],
-    sample_payloads: list[dict[str, Any]],
-    samples: int,
-) -> tuple[str, str | None]:
-    """Decide one record's outcome and send it to the output or the rejects."""
-    record_id = record.get("id") if isinstance(record, dict) else None  # parsed JSON: a dict
-    if not record_validator.is_valid(record) or not isinstance(record_id, str):
-        errors = [e.as_dict() for e in record_validator.errors(record)]
-        sinks.reject(_reject(index, record_id, INVALID, "schema", errors=errors, record=record))
-        return INVALID, "schema"
-    updated_at = int(record["updated_at"])
-    earlier = seen.get(record_id)
-    if earlier is not None and updated_at <= earlier.updated_at:
-        detail = f"feedback id already seen at index {earlier.index} with updated_at >= this one"
-        sinks.reject(_reject(index, record_id, DUPLICATE, "duplicate_id", detail, record=record))
-        return DUPLICATE, "duplicate_id"
-    if earlier is not None and earlier.line is not None:
-        superseded[earlier.line] = earlier.index
-    try:
-        payload = mapper.map(record)
-    except Skip as skip:
-        outcome = FILTERED if skip.code in FILTER_REASONS else SKIPPED
-        original = None if outcome == FILTERED else record
-        sinks.reject(_reject(index, record_id, outcome, skip.code, skip.detail, record=original))
-        seen[record_id] = _Seen(updated_at, index, None)
-        return outcome, skip.code
-    if not payload_validator.is_valid(payload):
-        errors = [e.as_dict() for e in payload_validator.errors(payload)]
-        detail = "the mapped payload fails the Portkey schema"
-        seen[record_id] = _Seen(updated_at, index, None)
-        sinks.reject(
-            _reject(index, record_id, INVALID, "payload_schema", detail, errors, record=record)
-        )
-        return INVALID, "payload_schema"
-    line = sinks.payload(dumps_line(payload))
-    seen[record_id] = _Seen(updated_at, index, line)
-    if len(sample_payloads) < samples:
-        sample_payloads.append(payload)
-    return WRITTEN, None
-
-
-def _reject(
+def _reject_entry(
     index: int,
     record_id: Any,
     outcome: str,
     reason: str,
     detail: str | None = None,
     errors: list[dict[str, str]] | None = None,
-    *,
     record: Any = None,
 ) -> dict[str, Any]:
     entry: dict[str, Any] = {"index": index, "id": record_id, "outcome": outcome, "reason": reason}
@@ -444,42 +318,8 @@ def _reject(
     return entry
 
 
-def _drop_superseded(
-    sinks: _Sinks, superseded: dict[int, int], counts: Counter[str], reasons: Counter[str]
-) -> None:
-    """Remove payloads whose feedback id reappeared with a newer updated_at (a changed rating).
-
-    Rewrites only the small output file, never the export; the removed payloads go to the
-    rejects, so the accounting still adds up.
-    """
-    counts[WRITTEN] -= len(superseded)
-    counts[SUPERSEDED] += len(superseded)
-    reasons["superseded"] += len(superseded)
-    if isinstance(sinks, _ComparingSinks):
-        for line_no in sorted(superseded):
-            held = sinks.held.get(line_no)
-            if held is not None:
-                sinks.reject(_superseded_entry(superseded[line_no], json.loads(held[0])))
-        return
-    if sinks.out is None or sinks.rejects is None:
-        return
-    old = sinks.out
-    old.close()
-    tmp = old.partial.with_name(old.partial.name + ".old")
-    os.replace(old.partial, tmp)
-    rewritten = HashedWriter(old.final)
-    with open(tmp, "rb") as handle:
-        for line_no, line in enumerate(handle):
-            if line_no in superseded:
-                sinks.reject(_superseded_entry(superseded[line_no], json.loads(line)))
-            else:
-                rewritten.write_line(line)
-    os.unlink(tmp)
-    sinks.out = rewritten
-
-
 def _superseded_entry(index: int, payload: dict[str, Any]) -> dict[str, Any]:
-    entry = _reject(
+    entry = _reject_entry(
         index,
         payload.get("metadata", {}).get("feedback_id"),
         SUPERSEDED,
@@ -493,10 +333,8 @@ def _superseded_entry(index: int, payload: dict[str, Any]) -> dict[str, Any]:
 def build_manifest(
     stream: ExportStream,
     options: MappingOptions,
-    total: int,
-    counts: Counter[str],
-    reasons: Counter[str],
-    sinks: _Sinks,
+    result: ConvertResult,
+    sink: Sink,
 ) -> dict[str, Any]:
     """What was read, with which settings, and what came out: for audit and for replay."""
     manifest: dict[str, Any] = {
@@ -515,14 +353,14 @@ def build_manifest(
             "utf8_bom": stream.bom,
             "shape": stream.shape,
         },
-        "counts": {"records": total, **{o: counts[o] for o in OUTCOMES}},
-        "reasons": dict(sorted(reasons.items())),
+        "counts": {"records": result.records, **{o: result.counts[o] for o in OUTCOMES}},
+        "reasons": dict(sorted(result.reasons.items())),
     }
     if stream.page_total is not None:
         manifest["input"]["page_total"] = stream.page_total
-    if sinks.out is not None and sinks.rejects is not None:
-        manifest["output"] = sinks.out.summary()
-        manifest["rejects"] = sinks.rejects.summary()
+    files = sink.files()
+    if files is not None:
+        manifest["output"], manifest["rejects"] = files
     return manifest
 
 
@@ -559,38 +397,4 @@ def refuse_clobbering(export: str, paths: HandoffPaths) -> None:
                 )
 
 
-def _commit(out: HashedWriter, rejects: HashedWriter, paths: HandoffPaths, manifest: Any) -> None:
-    """All final names or none: every target is checked before the first rename; the manifest
-    comes last, so a handoff with a manifest is always complete."""
-    for final in (paths.rejects, paths.output, paths.manifest):
-        if final.is_dir():
-            raise InputError(f"{final} is a folder: nothing was renamed into place")
-    rejects.close()
-    out.close()
-    renamed: list[Path] = []
-    try:
-        for writer in (rejects, out):
-            writer.commit()
-            renamed.append(writer.final)
-        write_json_atomic(paths.manifest, manifest)
-    except OSError:
-        for final in renamed:  # never leave some final names without the others
-            final.unlink(missing_ok=True)
-        raise
-
-
-def explain_partial(paths: HandoffPaths) -> str:
-    """Where a failed or interrupted run left its work, for the message; empty partial files
-    are removed, so what is named is all that is left."""
-    kept = []
-    for final in (paths.output, paths.rejects):
-        partial = partial_path(final)
-        if partial.exists() and partial.stat().st_size > 0:
-            kept.append(str(partial))
-        else:
-            partial.unlink(missing_ok=True)
-    where = f"what was written before it is in {' and '.join(kept)}; " if kept else ""
-    return f"{where}{paths.output} was not written"
-
-
-__all__ = ["ConvertResult", "InputError", "convert", "explain_partial"]
+__all__ = ["ConvertResult", "Converter", "InputError", "convert", "dumps_line", "explain_partial"]

@@ -256,17 +256,16 @@ def convert_cli(export: Path, output) -> tuple[int, str, str]:
 
 
 def test_the_final_names_appear_all_together_or_not_at_all(tmp_path: Path) -> None:
-    from owui_replay.atomic import HashedWriter
-    from owui_replay.convert import _commit
+    from owui_replay.convert_sinks import FileSink
     from owui_replay.errors import InputError
     from owui_replay.handoff import HandoffPaths
 
     paths = HandoffPaths.for_output(tmp_path / "f.jsonl")
-    out, rejects = HashedWriter(paths.output), HashedWriter(paths.rejects)
-    out.write_line(b"{}\n")
+    sink = FileSink(paths)
+    sink.payload(b"{}\n")
     paths.manifest.mkdir()  # the last rename would fail
     with pytest.raises(InputError, match="is a folder"):
-        _commit(out, rejects, paths, {})
+        sink.commit({})
     assert not paths.output.exists() and not paths.rejects.exists()
 
 
