@@ -1,9 +1,9 @@
 """Map one validated Open WebUI feedback record to one Portkey feedback payload.
 
 The rules follow the Portkey cookbook (trace_id "{chat_id}:{message_id}", thumbs to +1/-1,
-weight 1, metadata from data and meta) with the corrections in OPENWEBUI-FACTS: the rating
-comes only from data.rating, the real model survives arena ratings, metadata is flat and
-string-valued, and the snapshot is never copied into the payload.
+weight 1, metadata from data and meta) with the corrections that real Open WebUI exports need
+(README, "Mapping"): the rating comes only from data.rating, the real model survives arena
+ratings, metadata is flat and string-valued, and the snapshot is never copied into the payload.
 """
 
 from __future__ import annotations
@@ -248,18 +248,8 @@ class Mapper:
             raise window
         data = record.get("data") or {}
         meta = record.get("meta") or {}
-        rating = parse_rating(data.get("rating"))
-        if rating is None:
-            raise Skip("no_rating", "data.rating is missing or null")
-        if rating == 1:
-            value = self.options.up_value
-        elif rating == -1:
-            value = self.options.down_value
-        else:
-            raise Skip("not_a_thumb", f"data.rating is {rating}, not a thumbs up (1) or down (-1)")
-
+        value = self.value(data)
         snapshot = record.get("snapshot")
-        chat_id = meta.get("chat_id") or snapshot_chat_id(snapshot)
         message_id = meta.get("message_id")
         history = find_history(snapshot)
         found = message_in_history(history, message_id)
@@ -267,23 +257,14 @@ class Mapper:
         if message_index is None and found:
             message_index = thread_length(history, message_id)  # walk only when needed
         fields: dict[str, Any] = {
-            "chat_id": chat_id,
+            "chat_id": meta.get("chat_id") or snapshot_chat_id(snapshot),
             "message_id": message_id,
             "feedback_id": record["id"],
             "user_id": record.get("user_id"),
             "model_id": data.get("model_id") or meta.get("model_id"),
             "message_index": message_index,
         }
-        fallback: list[str] = []
-        for name in self._fields:
-            if fields[name] in (None, ""):
-                if self.options.missing_ids != "feedback-id":
-                    raise Skip("missing_trace_field", f"{name} is missing (needed by --trace-id)")
-                fields[name] = record["id"]
-                fallback.append(name)
-        trace_id = self.options.trace_template.format_map(
-            {name: str(fields[name]) for name in self._fields}
-        )
+        trace_id, fallback = self.trace_id(fields, record["id"])
         metadata = self.metadata(record, data, meta, snapshot, message_index, history, found)
         if fallback:
             metadata["trace_id_fallback"] = ",".join(fallback) + "=feedback_id"
@@ -292,6 +273,31 @@ class Mapper:
         if metadata:
             payload["metadata"] = metadata
         return payload
+
+    def value(self, data: Mapping[str, Any]) -> int:
+        """The thumb as Portkey's value, from data.rating only; anything else is a Skip."""
+        rating = parse_rating(data.get("rating"))
+        if rating is None:
+            raise Skip("no_rating", "data.rating is missing or null")
+        if rating == 1:
+            return self.options.up_value
+        if rating == -1:
+            return self.options.down_value
+        raise Skip("not_a_thumb", f"data.rating is {rating}, not a thumbs up (1) or down (-1)")
+
+    def trace_id(self, fields: dict[str, Any], feedback_id: str) -> tuple[str, list[str]]:
+        """The template filled in, and which fields fell back to the feedback id."""
+        fallback: list[str] = []
+        for name in self._fields:
+            if fields[name] in (None, ""):
+                if self.options.missing_ids != "feedback-id":
+                    raise Skip("missing_trace_field", f"{name} is missing (needed by --trace-id)")
+                fields[name] = feedback_id
+                fallback.append(name)
+        trace_id = self.options.trace_template.format_map(
+            {name: str(fields[name]) for name in self._fields}
+        )
+        return trace_id, fallback
 
     @property
     def weight(self) -> int | float:
