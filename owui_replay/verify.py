@@ -70,27 +70,39 @@ def _manifest_problem(manifest: Any) -> str | None:
     """What is wrong with a manifest's shape (a hand edit, another tool), or None."""
     if not isinstance(manifest, dict):
         return "the manifest is not a JSON object"
+    return _format_problem(manifest) or _files_problem(manifest) or _counts_problem(manifest)
+
+
+def _format_problem(manifest: dict[str, Any]) -> str | None:
     fmt = manifest.get("manifest_version")
-    if not (isinstance(fmt, int) and _count(fmt) and 1 <= fmt <= MANIFEST_FORMAT):
-        return (
-            f'"manifest_version" is {json.dumps(fmt)[:40]}: this owui-replay reads formats 1 to '
-            f"{MANIFEST_FORMAT}"
-        )
+    if isinstance(fmt, int) and _count(fmt) and 1 <= fmt <= MANIFEST_FORMAT:
+        return None
+    return (
+        f'"manifest_version" is {json.dumps(fmt)[:40]}: this owui-replay reads formats 1 to '
+        f"{MANIFEST_FORMAT}"
+    )
+
+
+def _files_problem(manifest: dict[str, Any]) -> str | None:
     for part in ("output", "rejects"):
         entry = manifest.get(part)
         if not isinstance(entry, dict):
             return f'"{part}" is {json.dumps(entry)}, not an object'
         if not isinstance(entry.get("sha256"), str) or not _count(entry.get("lines")):
             return f'"{part}" needs a sha256 string and a whole number of lines'
+    for part in ("input", "tool", "options"):
+        if not isinstance(manifest.get(part), dict):
+            return f'"{part}" is missing or not an object'
+    return None
+
+
+def _counts_problem(manifest: dict[str, Any]) -> str | None:
     counts = manifest.get("counts")
     if not isinstance(counts, dict) or not all(_count(v) for v in counts.values()):
         return f'"counts" must map outcomes to whole numbers, not {json.dumps(counts)[:80]}'
     unknown = set(counts) - {"records", *OUTCOMES}
     if unknown or "records" not in counts:
         return f'"counts" has unknown outcomes {sorted(unknown)} or no "records"'
-    for part in ("input", "tool", "options"):
-        if not isinstance(manifest.get(part), dict):
-            return f'"{part}" is missing or not an object'
     return None
 
 
@@ -134,27 +146,10 @@ def verify(
     allowed_signers = Path(allowed_signers) if allowed_signers is not None else None
     report = Report()
     paths = HandoffPaths.for_output(feedback)
-    if not report.check(paths.manifest.exists(), f"manifest {paths.manifest.name} is present"):
+    manifest = _read_manifest(report, paths.manifest)
+    if manifest is None:
         return report
-    try:
-        manifest = json.loads(paths.manifest.read_text("utf-8"))
-    except (OSError, ValueError) as exc:
-        report.check(False, f"manifest is readable JSON ({exc})")
-        return report
-    problem = _manifest_problem(manifest)
-    if not report.check(
-        problem is None, f"manifest is well-formed{f': {problem}' if problem else ''}"
-    ):
-        return report
-    made_by = str(manifest["tool"].get("version"))
-    same = made_by == __version__
-    report.check(
-        same or accept_other_version,
-        f"made by owui-replay {made_by}"
-        + ("" if same else f", this is {__version__}")
-        + ("" if same or not accept_other_version else " (accepted with --accept-other-version)")
-        + ("" if same or accept_other_version else ": pass --accept-other-version to accept it"),
-    )
+    _check_made_by(report, manifest, accept_other_version)
     try:
         scanned = scan_feedback(feedback)
     except InputError as exc:
@@ -174,6 +169,35 @@ def verify(
     return report
 
 
+def _read_manifest(report: Report, path: Path) -> dict[str, Any] | None:
+    """The manifest when it is there, readable and well-formed (each a check line)."""
+    if not report.check(path.exists(), f"manifest {path.name} is present"):
+        return None
+    try:
+        manifest = json.loads(path.read_text("utf-8"))
+    except (OSError, ValueError) as exc:
+        report.check(False, f"manifest is readable JSON ({exc})")
+        return None
+    problem = _manifest_problem(manifest)
+    if not report.check(
+        problem is None, f"manifest is well-formed{f': {problem}' if problem else ''}"
+    ):
+        return None
+    return dict(manifest)
+
+
+def _check_made_by(report: Report, manifest: dict[str, Any], accept_other_version: bool) -> None:
+    made_by = str(manifest["tool"].get("version"))
+    same = made_by == __version__
+    report.check(
+        same or accept_other_version,
+        f"made by owui-replay {made_by}"
+        + ("" if same else f", this is {__version__}")
+        + ("" if same or not accept_other_version else " (accepted with --accept-other-version)")
+        + ("" if same or accept_other_version else ": pass --accept-other-version to accept it"),
+    )
+
+
 def _check_rejects(
     report: Report,
     paths: HandoffPaths,
@@ -189,18 +213,8 @@ def _check_rejects(
         digest == rejects["sha256"] and lines == rejects["lines"],
         f"{paths.rejects.name}: sha256 {digest[:16]}… and {lines} lines match",
     )
-    found: Counter[str] = Counter({WRITTEN: scanned.lines})
-    damaged = ""
-    with open(paths.rejects, "rb") as handle:
-        for number, raw in enumerate(handle, 1):
-            try:
-                outcome = json.loads(raw).get("outcome") if raw.endswith(b"\n") else None
-            except (ValueError, AttributeError):
-                outcome = None
-            if outcome not in OUTCOMES or outcome == WRITTEN:
-                damaged = damaged or f"line {number} is not a reject entry"
-                continue
-            found[outcome] += 1
+    found, damaged = _recount_rejects(paths.rejects)
+    found[WRITTEN] = scanned.lines
     expected = {o: counts.get(o, 0) for o in OUTCOMES}
     recounted = {o: found[o] for o in OUTCOMES}
     report.check(
@@ -210,6 +224,23 @@ def _check_rejects(
         + (f" ({paths.rejects.name}: {damaged})" if damaged else "")
         + ("" if recounted == expected else f"; the manifest says {expected}"),
     )
+
+
+def _recount_rejects(path: Path) -> tuple[Counter[str], str]:
+    """The rejects file's entries counted by outcome, and the first damaged line, if any."""
+    found: Counter[str] = Counter()
+    damaged = ""
+    with open(path, "rb") as handle:
+        for number, raw in enumerate(handle, 1):
+            try:
+                outcome = json.loads(raw).get("outcome") if raw.endswith(b"\n") else None
+            except (ValueError, AttributeError):
+                outcome = None
+            if outcome not in OUTCOMES or outcome == WRITTEN:
+                damaged = damaged or f"line {number} is not a reject entry"
+                continue
+            found[outcome] += 1
+    return found, damaged
 
 
 def _check_export(
