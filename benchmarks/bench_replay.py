@@ -37,7 +37,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.figures import load, spread  # noqa: E402
-from owui_replay.convert import dumps_line  # noqa: E402
+from owui_replay.converting import dumps_line  # noqa: E402
 from owui_replay.delivery_state import DeliveryState, Rating  # noqa: E402
 from tests.portkey_stub import API_KEY  # noqa: E402
 from tests.replay_helpers import make_feedback  # noqa: E402

@@ -47,14 +47,14 @@ def bare_hashed(path: str, out: str) -> int:
 
 
 def convert(path: str, out: str) -> int:
-    from owui_replay.convert import convert as run
+    from owui_replay.converting import convert as run
     from owui_replay.mapping import MappingOptions
 
     return run(path, out, MappingOptions(), progress=False).records
 
 
 def convert_dry(path: str, out: str) -> int:
-    from owui_replay.convert import convert as run
+    from owui_replay.converting import convert as run
     from owui_replay.mapping import MappingOptions
 
     return run(path, None, MappingOptions(), progress=False).records
@@ -119,7 +119,7 @@ if __name__ == "__main__":
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     import ijson  # noqa: F401 - imports are not throughput: load them before the clock starts
 
-    import owui_replay.convert  # noqa: F401
+    import owui_replay.converting  # noqa: F401
 
     start = time.perf_counter()
     records = JOBS[job](path, out)

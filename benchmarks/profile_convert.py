@@ -19,7 +19,7 @@ sys.path.insert(0, str(HERE.parent))
 
 import ijson  # noqa: E402
 
-from owui_replay.convert import dumps_line  # noqa: E402
+from owui_replay.converting import dumps_line  # noqa: E402
 from owui_replay.mapping import Mapper, Skip  # noqa: E402
 from owui_replay.schemas import OPENWEBUI_SCHEMA, PORTKEY_SCHEMA, RecordValidator  # noqa: E402
 

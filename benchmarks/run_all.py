@@ -1,4 +1,4 @@
-"""Every performance figure of issue 11 in one run, each next to its goal.
+"""Every performance figure of the tool in one run, each next to its goal.
 
     python benchmarks/run_all.py                 # 3 interleaved rounds, full sizes (~15 min)
     python benchmarks/run_all.py --rounds 5

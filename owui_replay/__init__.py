@@ -11,17 +11,17 @@ The command line is a thin caller of this API; everything it does can be done fr
     assert result.exit_code == owr.ExitCode.OK, result.summary()
 """
 
-import sys
-import types
 from typing import TYPE_CHECKING, Any
 
 from owui_replay._version import __version__
 
 # Names resolve on first use (PEP 562): `import owui_replay` for one job, and every command
-# line run, does not pay for importing requests, jsonschema and tqdm for all of them.
+# line run, does not pay for importing requests, jsonschema and tqdm for all of them. The job
+# modules are named for the work (converting, replaying, ...), so no submodule has the name of
+# a function here: `owui_replay.convert` is the function, `owui_replay.converting` its module.
 _HOMES = {
-    "convert": "convert",
-    "ConvertResult": "convert",
+    "convert": "converting",
+    "ConvertResult": "converting",
     "DeliveryOptions": "delivery",
     "StopReason": "delivery",
     "DeliveryState": "delivery_state",
@@ -33,23 +33,23 @@ _HOMES = {
     "InputError": "errors",
     "ReplayError": "errors",
     "UsageError": "errors",
-    "ExportStats": "inspect_export",
-    "inspect_export": "inspect_export",
+    "ExportStats": "inspecting",
+    "inspect_export": "inspecting",
     "MappingOptions": "mapping",
-    "ReplayResult": "replay",
-    "ReplaySettings": "replay",
-    "dry_run": "replay",
-    "replay": "replay",
+    "ReplayResult": "replaying",
+    "ReplaySettings": "replaying",
+    "dry_run": "replaying",
+    "replay": "replaying",
     "Secret": "secrets",
     "openwebui_token": "secrets",
     "portkey_key": "secrets",
-    "SyncResult": "sync",
-    "SyncSettings": "sync",
-    "sync": "sync",
-    "Approval": "verify",
-    "Report": "verify",
-    "approve": "verify",
-    "verify": "verify",
+    "SyncResult": "syncing",
+    "SyncSettings": "syncing",
+    "sync": "syncing",
+    "Approval": "verifying",
+    "Report": "verifying",
+    "approve": "verifying",
+    "verify": "verifying",
 }
 
 
@@ -68,22 +68,8 @@ def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_HOMES))
 
 
-class _Package(types.ModuleType):
-    """Importing the submodule owui_replay.convert binds the package's `convert` to the module;
-    eager imports used to rebind it to the function afterwards. Here the function keeps the
-    name: a submodule named like one of the API's functions is not bound over it."""
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if name in _HOMES and isinstance(value, types.ModuleType):
-            return
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package
-
-
 if TYPE_CHECKING:
-    from owui_replay.convert import ConvertResult, convert
+    from owui_replay.converting import ConvertResult, convert
     from owui_replay.delivery import DeliveryOptions, StopReason
     from owui_replay.delivery_state import (
         DeliveryState,
@@ -92,12 +78,12 @@ if TYPE_CHECKING:
     )
     from owui_replay.download import Downloaded, download_export
     from owui_replay.errors import ExitCode, InputError, ReplayError, UsageError
-    from owui_replay.inspect_export import ExportStats, inspect_export
+    from owui_replay.inspecting import ExportStats, inspect_export
     from owui_replay.mapping import MappingOptions
-    from owui_replay.replay import ReplayResult, ReplaySettings, dry_run, replay
+    from owui_replay.replaying import ReplayResult, ReplaySettings, dry_run, replay
     from owui_replay.secrets import Secret, openwebui_token, portkey_key
-    from owui_replay.sync import SyncResult, SyncSettings, sync
-    from owui_replay.verify import Approval, Report, approve, verify
+    from owui_replay.syncing import SyncResult, SyncSettings, sync
+    from owui_replay.verifying import Approval, Report, approve, verify
 
 __all__ = [  # noqa: RUF022 - grouped by purpose, not sorted
     "__version__",

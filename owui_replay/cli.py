@@ -288,7 +288,7 @@ def mapping_options(args: argparse.Namespace) -> MappingOptions:
 
 
 def run_convert(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> ExitCode:
-    from owui_replay.convert import convert
+    from owui_replay.converting import convert
 
     if not args.dry_run and not args.output:
         raise UsageError("convert: -o/--output is required (or use --dry-run)")
@@ -494,7 +494,7 @@ def replay_settings(args: argparse.Namespace) -> Any:
     from pathlib import Path
 
     from owui_replay.delivery import DeliveryOptions
-    from owui_replay.replay import ReplaySettings
+    from owui_replay.replaying import ReplaySettings
 
     return ReplaySettings(
         base_url=args.base_url or os.environ.get("PORTKEY_BASE_URL") or DEFAULT_PORTKEY_BASE,
@@ -529,7 +529,7 @@ def _optional_path(text: str | None) -> Any:
 def run_replay(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> ExitCode:
     from pathlib import Path
 
-    from owui_replay.replay import dry_run, replay
+    from owui_replay.replaying import dry_run, replay
     from owui_replay.secrets import load_secret
 
     settings = replay_settings(args)
@@ -640,7 +640,7 @@ def run_sync(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> Exit
 
     from owui_replay.progress import is_terminal
     from owui_replay.secrets import load_secret
-    from owui_replay.sync import SyncSettings, default_workdir, sync
+    from owui_replay.syncing import SyncSettings, default_workdir, sync
     from owui_replay.urls import checked_base_url
 
     openwebui = checked_base_url(
@@ -873,7 +873,7 @@ def _add_allowed_signers(p: argparse.ArgumentParser, text: str) -> None:
 def run_verify(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> ExitCode:
     from pathlib import Path
 
-    from owui_replay.verify import verify
+    from owui_replay.verifying import verify
 
     feedback = Path(args.feedback)
     if not feedback.exists():
@@ -932,7 +932,7 @@ def run_approve(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> E
 
     from owui_replay.atomic import sha256_file
     from owui_replay.handoff import HandoffPaths
-    from owui_replay.verify import approve
+    from owui_replay.verifying import approve
 
     feedback = Path(args.feedback)
     if not feedback.exists():
@@ -1019,7 +1019,7 @@ def _add_inspect(commands: Any) -> None:
 
 
 def run_inspect(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> ExitCode:
-    from owui_replay.inspect_export import inspect_export
+    from owui_replay.inspecting import inspect_export
 
     stats = inspect_export(args.export)
     if args.json:

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from owui_replay.convert import dumps_line
+from owui_replay.converting import dumps_line
 from tests.conftest import ROOT, Run, environment, run_cli
 from tests.portkey_stub import API_KEY
 

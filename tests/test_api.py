@@ -108,8 +108,8 @@ def test_the_package_loads_each_job_when_it_is_first_used() -> None:
         "import sys, owui_replay as owr\n"
         "heavy = [m for m in ('requests', 'jsonschema', 'tqdm', 'ijson', 'sqlite3')"
         " if m in sys.modules]\n"
-        "import owui_replay.convert, owui_replay.replay, owui_replay.verify\n"
-        "import owui_replay.sync, owui_replay.inspect_export\n"
+        "import owui_replay.converting, owui_replay.replaying, owui_replay.verifying\n"
+        "import owui_replay.syncing, owui_replay.inspecting\n"
         "jobs = [owr.convert, owr.replay, owr.verify, owr.sync, owr.inspect_export]\n"
         "print(heavy, [type(j).__name__ for j in jobs], 'requests' in sys.modules)\n"
     )
@@ -117,3 +117,24 @@ def test_the_package_loads_each_job_when_it_is_first_used() -> None:
     assert done.stdout.split("\n")[0] == "[] " + str(["function"] * 5) + " True"
     with pytest.raises(AttributeError, match="no attribute 'no_such_name'"):
         owr.no_such_name  # noqa: B018 - the lookup is what is tested
+
+
+def test_each_job_module_is_a_module_whose_functions_can_be_replaced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An ordinary package: the job modules are modules, importable and patchable by name,
+    and the public functions live beside them under their own names."""
+    import owui_replay.converting as converting
+
+    assert isinstance(converting, type(sys)) and owr.convert is converting.convert
+    calls: list[int] = []
+    real = converting.build_manifest
+
+    def counting(*args: object, **kwargs: object) -> dict:
+        calls.append(1)
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr("owui_replay.converting.build_manifest", counting)
+    owr.convert(REAL_EXPORT, tmp_path / "f.jsonl")
+    assert calls == [1]
+    assert type(owr).__name__ == "module" and type(owr) is type(sys)  # no custom module class

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from owui_replay.convert import convert
+from owui_replay.converting import convert
 from owui_replay.mapping import MappingOptions
 from tests.strategies import records
 

@@ -135,7 +135,7 @@ def test_portkey_schema_rejects_what_portkey_would(payload: dict[str, Any]) -> N
     assert not RecordValidator(PORTKEY_SCHEMA).is_valid(payload)
 
 
-# --- the fast verdict must equal the reference verdict (issue 5) ---
+# --- the fast verdict must equal the reference verdict ---
 
 
 def test_accelerated_validator_is_in_use() -> None:

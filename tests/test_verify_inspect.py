@@ -221,7 +221,7 @@ def test_inspect_reads_gzip_and_refuses_broken_files(tmp_path: Path) -> None:
     assert result.code == ExitCode.BAD_INPUT and "byte offset" in result.stderr
 
 
-# Gaps found by mutation testing (dev/mutate.py owui_replay/verify.py ...).
+# Gaps found by mutation testing (dev/mutate.py owui_replay/verifying.py ...).
 
 
 def test_the_manifest_s_own_options_are_used_to_reproduce(tmp_path: Path) -> None:

@@ -19,13 +19,13 @@ from pathlib import Path
 from typing import IO, Any
 
 from owui_replay.atomic import write_json_atomic
-from owui_replay.convert import ConvertResult, convert
+from owui_replay.converting import ConvertResult, convert
 from owui_replay.download import Downloaded, OpenWebUI, download
 from owui_replay.errors import ExitCode, InputError, ReplayError
 from owui_replay.mapping import MappingOptions
-from owui_replay.replay import ReplayResult, ReplaySettings, dry_run, replay
+from owui_replay.replaying import ReplayResult, ReplaySettings, dry_run, replay
 from owui_replay.secrets import Secret
-from owui_replay.verify import verify
+from owui_replay.verifying import verify
 
 RUNS = "runs"
 LOCK = "sync.lock"

@@ -18,7 +18,7 @@ from owui_replay.approvals import (
     sign,
 )
 from owui_replay.atomic import hash_file, sha256_file
-from owui_replay.convert import OUTCOMES, WRITTEN, reproduce
+from owui_replay.converting import OUTCOMES, WRITTEN, reproduce
 from owui_replay.errors import InputError
 from owui_replay.feedback_file import FeedbackFile, scan_feedback
 from owui_replay.handoff import MANIFEST_FORMAT, HandoffPaths
