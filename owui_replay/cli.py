@@ -133,6 +133,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="show a Python traceback on errors (accepted anywhere on the command line; or "
         "set OWUI_REPLAY_TRACEBACK=1)",
     )
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        help="the configuration file (accepted anywhere on the command line; default "
+        "$OWUI_REPLAY_CONFIG, else $XDG_CONFIG_HOME/owui-replay/config.toml)",
+    )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     commands.required = True
     _add_download(commands)
@@ -143,6 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_inspect(commands)
     _add_state(commands)
     _add_sync(commands)
+    _add_config(commands)
     _add_completion(commands)
     return parser
 
@@ -351,7 +358,7 @@ def _add_replay(commands: Any) -> None:
         epilog=REPLAY_EPILOG,
     )
     p.add_argument("feedback", metavar="FEEDBACK.jsonl", help="output of owui-replay convert")
-    _add_delivery_options(p, url_flag="--base-url")
+    _add_delivery_options(p, url_aliases=("--base-url",))
     _add_tls_options(p)
     p.add_argument(
         "--no-verify",
@@ -391,6 +398,7 @@ def _add_replay(commands: Any) -> None:
         metavar="N",
         help="distinct principals that must have signed, with --allowed-signers (default 1)",
     )
+    _add_skip_approvals(p)
     p.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
     p.add_argument(
         "-q",
@@ -401,7 +409,7 @@ def _add_replay(commands: Any) -> None:
     p.set_defaults(handler=run_replay)
 
 
-def _add_delivery_options(p: argparse.ArgumentParser, *, url_flag: str) -> None:
+def _add_delivery_options(p: argparse.ArgumentParser, *, url_aliases: tuple[str, ...] = ()) -> None:
     """How lines reach Portkey: replay's options, shared with sync."""
     p.add_argument(
         "--api-key-file",
@@ -409,7 +417,8 @@ def _add_delivery_options(p: argparse.ArgumentParser, *, url_flag: str) -> None:
         help="read the Portkey API key from FILE instead of $PORTKEY_API_KEY",
     )
     p.add_argument(
-        url_flag,
+        "--portkey-url",
+        *url_aliases,
         dest="base_url",
         metavar="URL",
         help="Portkey API base, /feedback is appended (default $PORTKEY_BASE_URL "
@@ -605,7 +614,7 @@ def _add_sync(commands: Any) -> None:
     )
     _add_tls_options(p)
     _add_mapping_options(p)
-    _add_delivery_options(p, url_flag="--portkey-url")
+    _add_delivery_options(p)
     p.add_argument(
         "--workdir",
         metavar="DIR",
@@ -621,6 +630,7 @@ def _add_sync(commands: Any) -> None:
     p.add_argument(
         "--wait", action="store_true", help="wait for a running sync instead of exiting with 8"
     )
+    _add_skip_approvals(p)
     p.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
     loud = p.add_mutually_exclusive_group()
     loud.add_argument(
@@ -767,7 +777,11 @@ def _add_download(commands: Any) -> None:
     )
     p.add_argument("-o", "--output", required=True, metavar="OUT.json", help="where to write")
     p.add_argument(
-        "--base-url", metavar="URL", help="Open WebUI address (default $OPENWEBUI_BASE_URL)"
+        "--openwebui-url",
+        "--base-url",
+        dest="openwebui_url",
+        metavar="URL",
+        help="Open WebUI address (default $OPENWEBUI_BASE_URL)",
     )
     p.add_argument(
         "--token-file", metavar="FILE", help="read the token from FILE instead of $OPENWEBUI_TOKEN"
@@ -795,7 +809,7 @@ def run_download(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> 
     from owui_replay.secrets import openwebui_token
 
     result = download_export(
-        openwebui_base(args.base_url, "--base-url"),
+        openwebui_base(args.openwebui_url, "--openwebui-url"),
         openwebui_token(args.token_file),
         args.output,
         user_scope=args.user_scope,
@@ -859,6 +873,16 @@ def _add_verify(commands: Any) -> None:
     _add_allowed_signers(p, "check the approvals' signatures against FILE and list who signed")
     p.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
     p.set_defaults(handler=run_verify)
+
+
+def _add_skip_approvals(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--skip-approvals",
+        action="store_true",
+        help="do not check approvals even though this machine has an allowed_signers file "
+        "configured ($XDG_CONFIG_HOME/owui-replay/allowed_signers, the config file or "
+        "$OWUI_REPLAY_ALLOWED_SIGNERS); said on stderr",
+    )
 
 
 def _add_allowed_signers(p: argparse.ArgumentParser, text: str) -> None:
@@ -1046,12 +1070,14 @@ def main(
         argv.remove("--traceback")
     args: argparse.Namespace | None = None
     try:
+        config_file = _pop_config(argv)
         parser = build_parser()
         if not argv:
             stderr.write(parser.format_help())
             return int(ExitCode.USAGE)
         with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
             args = parser.parse_args(argv)  # --help and --version print here
+        _configure(parser, args, argv, config_file, stderr)
         return int(args.handler(args, stdout, stderr))
     except SystemExit as exc:  # --help and --version
         return int(exc.code or 0)
@@ -1081,6 +1107,68 @@ def main(
         return int(ExitCode.ERROR)
 
 
+def _pop_config(argv: list[str]) -> str | None:
+    """--config FILE (or --config=FILE) is global: accepted before or after the command."""
+    words = argv[: argv.index("--")] if "--" in argv else argv
+    for position, word in enumerate(words):
+        if word == "--config":
+            if position + 1 >= len(words):
+                raise UsageError("--config needs a FILE")
+            value = argv[position + 1]
+            del argv[position : position + 2]
+            return value
+        if word.startswith("--config="):
+            del argv[position]
+            return word.split("=", 1)[1]
+    return None
+
+
+def subcommand_parsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return dict(action.choices)
+
+
+def _configure(
+    parser: argparse.ArgumentParser,
+    args: argparse.Namespace,
+    argv: list[str],
+    config_file: str | None,
+    stderr: IO[str],
+) -> None:
+    """The configuration file fills what the command line and the environment left open;
+    then a machine set up for approvals enforces them unless told not to, out loud."""
+    from owui_replay import config
+
+    parsers = subcommand_parsers(parser)
+    args.config = config.load(config_file)
+    args.config_sources = config.apply(
+        args.config, args.command, parsers[args.command], parsers, args, argv
+    )
+    if not hasattr(args, "skip_approvals"):
+        return
+    configured = getattr(args, "allowed_signers", None) or (
+        str(config.default_allowed_signers())
+        if config.default_allowed_signers().is_file()
+        else None
+    )
+    if args.skip_approvals:
+        if configured:
+            stderr.write(
+                f"{PROG}: warning: --skip-approvals: approvals are not checked, although "
+                f"{configured} is configured on this machine\n"
+            )
+        args.allowed_signers = None
+        return
+    args.allowed_signers = configured
+    if configured and args.command == "sync":
+        raise ReplayError(
+            f"sync: this machine requires approvals ({configured}), and sync makes its own "
+            "handoff, which nobody signed: replay approved handoffs instead, or pass "
+            "--skip-approvals to run sync unattended anyway",
+            ExitCode.NOT_APPROVED,
+        )
+
+
 def _json_error(
     args: argparse.Namespace | None, stdout: IO[str], code: ExitCode, message: str
 ) -> None:
@@ -1105,6 +1193,71 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+CONFIG_EPILOG = """\
+example:
+  owui-replay config                    # every command's settings and where each comes from
+  owui-replay config sync --json
+  owui-replay --config /etc/owui-replay/config.toml config replay
+
+The file (TOML) has a table per part of the chain, keys named like the long options:
+  [openwebui]  openwebui_url, token_file, timeout, ...   (download, sync, listen)
+  [convert]    drop_comments = true, trace_id, ...        (convert, sync, listen)
+  [replay]     portkey_url, allowed_signers, ledger, ...  (replay, sync, listen; verify, approve)
+Precedence: the command line, then the environment, then the file, then the defaults.
+"""
+
+
+def _add_config(commands: Any) -> None:
+    p = commands.add_parser(
+        "config",
+        help="print the effective settings of each command and where each comes from",
+        description="Read the configuration file (--config, $OWUI_REPLAY_CONFIG or "
+        "$XDG_CONFIG_HOME/owui-replay/config.toml), check every key, and print what each "
+        "command would run with and where each value comes from. Secrets are never shown.",
+        epilog=CONFIG_EPILOG,
+    )
+    p.add_argument(
+        "commands",
+        metavar="COMMAND",
+        nargs="*",
+        help="only these commands (default: every command the file configures)",
+    )
+    p.add_argument("--json", action="store_true", help="print the settings as JSON on stdout")
+    p.set_defaults(handler=run_config)
+
+
+def run_config(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> ExitCode:
+    from owui_replay import config
+
+    parsers = subcommand_parsers(build_parser())
+    wanted = args.commands or [c for c in config.READS if c in parsers]
+    unknown = [c for c in wanted if c not in config.READS or c not in parsers]
+    if unknown:
+        raise UsageError(f"config: {', '.join(unknown)}: not a command that reads the file")
+    for command in config.READS:  # every key is checked, whichever commands are shown
+        if command in parsers:
+            config.effective(args.config, command, parsers[command], parsers)
+    shown = {c: config.effective(args.config, c, parsers[c], parsers) for c in wanted}
+    if args.json:
+        doc = {
+            "command": "config",
+            "exit_code": 0,
+            "file": str(args.config.path) if args.config.path else None,
+            "settings": {
+                c: {s.option: {"value": s.value, "source": s.source} for s in settings}
+                for c, settings in shown.items()
+            },
+        }
+        stdout.write(json.dumps(doc, indent=2, ensure_ascii=False, default=str) + "\n")
+        return ExitCode.OK
+    stdout.write(f"# {args.config.describe()}\n")
+    for command, settings in shown.items():
+        stdout.write(f"[{command}]\n")
+        for s in settings:
+            stdout.write(f"  {s.option} = {json.dumps(s.value, default=str)}  # {s.source}\n")
+    return ExitCode.OK
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -23,6 +23,7 @@ MINIMAL = {  # enough positionals and required options for each command to parse
     "state": [],
     "sync": [],
     "completion": ["bash"],
+    "config": [],
 }
 
 
