@@ -1137,7 +1137,7 @@ def _configure(
 ) -> None:
     """The configuration file fills what the command line and the environment left open;
     then a machine set up for approvals enforces them unless told not to, out loud."""
-    from owui_replay import config
+    import owui_replay.config as config
 
     parsers = subcommand_parsers(parser)
     args.config = config.load(config_file)
@@ -1229,7 +1229,7 @@ def _add_config(commands: Any) -> None:
 
 
 def run_config(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> ExitCode:
-    from owui_replay import config
+    import owui_replay.config as config
 
     parsers = subcommand_parsers(build_parser())
     wanted = args.commands or [c for c in config.READS if c in parsers]
