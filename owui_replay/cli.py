@@ -12,7 +12,7 @@ import textwrap
 import threading
 import traceback
 from collections.abc import Callable, Iterator, Sequence
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from owui_replay._version import __version__
 from owui_replay.errors import EXIT_CODE_HELP, ExitCode, InputError, ReplayError, UsageError
@@ -24,6 +24,9 @@ from owui_replay.mapping import (
 )
 from owui_replay.timeparse import parse_instant
 from owui_replay.urls import DEFAULT_PORTKEY_BASE
+
+if TYPE_CHECKING:
+    from owui_replay.config import ConfigFile, Setting
 
 PROG = "owui-replay"
 
@@ -1236,28 +1239,35 @@ def run_config(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> Ex
     unknown = [c for c in wanted if c not in config.READS or c not in parsers]
     if unknown:
         raise UsageError(f"config: {', '.join(unknown)}: not a command that reads the file")
-    for command in config.READS:  # every key is checked, whichever commands are shown
-        if command in parsers:
-            config.effective(args.config, command, parsers[command], parsers)
+    # every key of the file was checked when it was loaded for this very command
     shown = {c: config.effective(args.config, c, parsers[c], parsers) for c in wanted}
-    if args.json:
-        doc = {
-            "command": "config",
-            "exit_code": 0,
-            "file": str(args.config.path) if args.config.path else None,
-            "settings": {
-                c: {s.option: {"value": s.value, "source": s.source} for s in settings}
-                for c, settings in shown.items()
-            },
-        }
-        stdout.write(json.dumps(doc, indent=2, ensure_ascii=False, default=str) + "\n")
-        return ExitCode.OK
-    stdout.write(f"# {args.config.describe()}\n")
-    for command, settings in shown.items():
-        stdout.write(f"[{command}]\n")
-        for s in settings:
-            stdout.write(f"  {s.option} = {json.dumps(s.value, default=str)}  # {s.source}\n")
+    stdout.write(
+        _config_json(args.config, shown) if args.json else _config_text(args.config, shown)
+    )
     return ExitCode.OK
+
+
+def _config_json(loaded: ConfigFile, shown: dict[str, list[Setting]]) -> str:
+    doc = {
+        "command": "config",
+        "exit_code": 0,
+        "file": str(loaded.path) if loaded.path else None,
+        "settings": {
+            command: {s.option: {"value": s.value, "source": s.source} for s in settings}
+            for command, settings in shown.items()
+        },
+    }
+    return json.dumps(doc, indent=2, ensure_ascii=False, default=str) + "\n"
+
+
+def _config_text(loaded: ConfigFile, shown: dict[str, list[Setting]]) -> str:
+    lines = [f"# {loaded.describe()}"]
+    for command, settings in shown.items():
+        lines.append(f"[{command}]")
+        lines += [
+            f"  {s.option} = {json.dumps(s.value, default=str)}  # {s.source}" for s in settings
+        ]
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":  # pragma: no cover
