@@ -116,6 +116,8 @@ class ConvertResult:
 
 @dataclass
 class _Seen:
+    """The latest version of a feedback id met so far, and its output line if written."""
+
     updated_at: int
     index: int
     line: int | None  # output line when written, else None

@@ -55,6 +55,8 @@ class ReplayError(Exception):
 
 
 class UsageError(ReplayError):
+    """The command line, an option's value or the configuration is wrong (exit 2)."""
+
     code = ExitCode.USAGE
 
 

@@ -14,6 +14,8 @@ from owui_replay.schemas import OPENWEBUI_SCHEMA, RecordValidator
 
 @dataclass
 class ExportStats:
+    """Counts gathered while an export streams past: what `inspect` prints."""
+
     records: int = 0
     invalid: int = 0
     ratings: Counter[str] = field(default_factory=Counter)

@@ -33,6 +33,9 @@ class Skip(Exception):
 
 @dataclass(frozen=True)
 class MappingOptions:
+    """How records become payloads (convert's options); written into the manifest, so
+    `verify --export` can run the same mapping again."""
+
     trace_template: str = DEFAULT_TRACE_TEMPLATE
     up_value: int = 1
     down_value: int = -1

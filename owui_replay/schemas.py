@@ -61,6 +61,8 @@ def json_path(parts: Any) -> str:
 
 @dataclass(frozen=True)
 class SchemaError:
+    """One validation error as reports show it: where in the record, and what is wrong."""
+
     path: str
     message: str
 
