@@ -483,7 +483,20 @@ def _add_delivery_options(p: argparse.ArgumentParser, *, url_aliases: tuple[str,
     p.add_argument(
         "--ledger",
         metavar="PATH",
-        help="the delivery state (default $XDG_STATE_HOME/owui-replay/ledger.sqlite3)",
+        help="the delivery state (default $XDG_STATE_HOME/owui-replay/ledger.sqlite3; for sync "
+        "with --workdir, WORKDIR/ledger.sqlite3)",
+    )
+    p.add_argument(
+        "--new-state",
+        action="store_true",
+        help="send although journals show deliveries to this endpoint that the delivery state "
+        "has no record of (otherwise exit 12, nothing sent)",
+    )
+    p.add_argument(
+        "--send-older",
+        action="store_true",
+        help="PUT changed ratings whose updated_at went back when no export time says which "
+        "export is newer (otherwise not sent, exit 4)",
     )
     p.add_argument(
         "--power-safe",
@@ -526,6 +539,8 @@ def replay_settings(args: argparse.Namespace) -> Any:
         uncertain=args.uncertain,
         retry_refused=args.retry_refused,
         state_path=Path(args.ledger) if args.ledger else None,
+        new_state=args.new_state,
+        send_older=args.send_older,
         power_safe=args.power_safe,
         allowed_signers=_optional_path(getattr(args, "allowed_signers", None)),
         min_approvals=getattr(args, "min_approvals", 1),
@@ -578,7 +593,9 @@ example:
 
 Each run keeps its export, JSONL, rejects, manifest and journal in WORKDIR/runs/<UTC time>/,
 plus sync.json (the --json summary). A killed run is resumed by running the same command
-again. Exit 0: delivered; 10: nothing new; 8: another sync holds the work directory.
+again. With --workdir the delivery state is WORKDIR/ledger.sqlite3 (one volume keeps both).
+Exit 0: delivered; 10: nothing new; 8: another sync holds the work directory; 12: the state
+has no record of deliveries the earlier runs' journals show (--new-state sends anyway).
 """
 
 
@@ -653,7 +670,7 @@ def run_sync(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> Exit
 
     from owui_replay.progress import is_terminal
     from owui_replay.secrets import load_secret
-    from owui_replay.syncing import SyncSettings, default_workdir, sync
+    from owui_replay.syncing import SyncSettings, default_workdir, state_in, sync
     from owui_replay.urls import checked_base_url
 
     openwebui = checked_base_url(
@@ -661,11 +678,12 @@ def run_sync(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> Exit
         allow_insecure_http=args.allow_insecure_http,
         name="Open WebUI URL",
     )
+    workdir = Path(args.workdir) if args.workdir else default_workdir()
     settings = SyncSettings(
         openwebui_url=openwebui,
-        replay=replay_settings(args),
+        replay=state_in(workdir, replay_settings(args)),
         mapping=mapping_options(args),
-        workdir=Path(args.workdir) if args.workdir else default_workdir(),
+        workdir=workdir,
         user_scope=args.user_scope,
         allow_empty=args.allow_empty,
         download_timeout=args.download_timeout,
@@ -699,17 +717,19 @@ def run_sync(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> Exit
 STATE_EPILOG = """\
 example:
   owui-replay state                      # every endpoint and what it holds
+  owui-replay state --backup /backup/ledger.sqlite3
   owui-replay state --forget https://staging.example.com/v1
 
-The delivery state is one SQLite file; to move it to another machine, copy it while no
-replay runs (or use: sqlite3 ledger.sqlite3 ".backup copy.sqlite3").
+The delivery state is one SQLite file. --backup copies it consistently at any time, even
+during a run; after a clean exit the file alone holds everything, but after a kill recent
+deliveries may be in FILE-wal only: copy it with --backup, not cp.
 """
 
 
 def _add_state(commands: Any) -> None:
     p = commands.add_parser(
         "state",
-        help="show the delivery state per endpoint, or forget one endpoint",
+        help="show the delivery state per endpoint, back it up, or forget one endpoint",
         description="List every Portkey endpoint in the delivery state with how many ratings "
         "it holds, how many are uncertain or refused; --forget URL starts that endpoint over.",
         epilog=STATE_EPILOG,
@@ -724,6 +744,11 @@ def _add_state(commands: Any) -> None:
         metavar="URL",
         help="drop everything known about this endpoint: the next replay sends everything",
     )
+    p.add_argument(
+        "--backup",
+        metavar="FILE",
+        help="write a consistent copy of the state to FILE (safe while a replay runs)",
+    )
     p.add_argument("--json", action="store_true", help="print the counts as JSON")
     p.set_defaults(handler=run_state)
 
@@ -731,10 +756,19 @@ def _add_state(commands: Any) -> None:
 def run_state(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> ExitCode:
     from pathlib import Path
 
-    from owui_replay.delivery_state import DeliveryState, default_state_path, list_endpoints
+    from owui_replay.delivery_state import (
+        DeliveryState,
+        backup_state,
+        default_state_path,
+        list_endpoints,
+    )
     from owui_replay.urls import normalized_url
 
     path = Path(args.ledger) if args.ledger else default_state_path()
+    if args.backup:
+        copied = backup_state(path, Path(args.backup))
+        stderr.write(f"{PROG}: copied {path} to {args.backup} ({copied['endpoints']} endpoints)\n")
+        return ExitCode.OK
     if args.forget:
         endpoint = normalized_url(args.forget, name="--forget")
         if not path.exists():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import json
 import os
 import sys
 from collections import Counter
@@ -360,10 +361,27 @@ def build_manifest(
     }
     if stream.page_total is not None:
         manifest["input"]["page_total"] = stream.page_total
+    taken_at = _taken_at(stream)
+    if taken_at is not None:
+        manifest["input"]["taken_at"] = taken_at
     files = sink.files()
     if files is not None:
         manifest["output"], manifest["rejects"] = files
     return manifest
+
+
+def _taken_at(stream: ExportStream) -> str | None:
+    """When download took this export (EXPORT.taken-at.json), if it is this very file: replay
+    lets the handoff taken later win over a clock that went back."""
+    sidecar = Path(stream.name + ".taken-at.json")
+    try:
+        meta = json.loads(sidecar.read_text("utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(meta, dict) or meta.get("sha256") != stream.sha256():
+        return None  # another file by that name, or the export was changed since
+    taken = meta.get("taken_at")
+    return taken if isinstance(taken, str) else None
 
 
 def _empty_message(stream: ExportStream) -> str:

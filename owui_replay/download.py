@@ -13,6 +13,7 @@ import re
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any
 from urllib.parse import urlsplit
@@ -21,7 +22,13 @@ import requests
 
 from owui_replay._version import __version__
 from owui_replay.array_shape import ArrayShape
-from owui_replay.atomic import HashedWriter, missing_folders, remove_empty, write_bytes_atomic
+from owui_replay.atomic import (
+    HashedWriter,
+    missing_folders,
+    remove_empty,
+    write_bytes_atomic,
+    write_json_atomic,
+)
 from owui_replay.errors import ExitCode, InputError, ReplayError
 from owui_replay.progress import byte_bar
 from owui_replay.secrets import Secret, openwebui_token
@@ -42,6 +49,13 @@ class Downloaded:
     bytes: int
     records: int
     auth: str  # "bearer" or "cookie"
+    taken_at: str = ""  # ISO 8601 UTC: when the server was asked (also in OUT.taken-at.json)
+
+
+def taken_at_path(export: Path) -> Path:
+    """OUT.taken-at.json beside a download: when it was taken, tied to its sha256. convert
+    carries it into the manifest; replay then knows which of two handoffs is newer."""
+    return export.with_name(export.name + ".taken-at.json")
 
 
 INVALID_TOKEN = "session has expired or the token is invalid"
@@ -214,7 +228,9 @@ def download(
     progress: bool | None = False,
 ) -> Downloaded:
     """Stream the export to OUTPUT.partial, check that the whole array arrived (array_shape),
-    then rename it and write OUTPUT.sha256. A failure leaves nothing that it created."""
+    then rename it and write OUTPUT.sha256 and OUTPUT.taken-at.json. A failure leaves nothing
+    that it created."""
+    taken_at = datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     created = missing_folders(output.parent)
     writer = HashedWriter(output)
     shape = ArrayShape(f"the download of {output.name}")
@@ -234,7 +250,8 @@ def download(
     digest = writer.sha256.hexdigest()
     sidecar = output.with_name(output.name + ".sha256")
     write_bytes_atomic(sidecar, f"{digest}  {output.name}\n".encode())
-    return Downloaded(output, digest, writer.bytes, records, client.auth)
+    write_json_atomic(taken_at_path(output), {"sha256": digest, "taken_at": taken_at})
+    return Downloaded(output, digest, writer.bytes, records, client.auth, taken_at)
 
 
 def download_export(
@@ -308,15 +325,16 @@ def _user_items(client: OpenWebUI) -> list[Any]:
     """Offset paging over a list kept newest-updated first is not a snapshot: a rating updated
     while the pages are read moves to page 1 and pushes the others down a place, so a pass can
     miss one. Read passes (keeping each rating's newest version) until one pass alone, or all
-    passes together, hold as many ratings as the server's `total`; never return fewer."""
+    passes together, hold as many ratings as the server's `total`; never return fewer. A
+    rating read in two passes keeps the later read's version, even when its updated_at went
+    back (a restored database): the later read is what the server holds now."""
     union: dict[str, Any] = {}
     got, total = 0, None
     for _ in range(MAX_PASSES):
         one, total, legacy = _one_pass(client)
         if legacy or total is None:  # an older server's plain list: one response, complete
             return list(one.values())
-        for key, item in one.items():
-            _keep_newest(union, key, item)
+        union.update(one)  # a later pass was read later: its version wins, whatever the clock
         if len(one) == total:
             return [union[key] for key in one]
         got = len(union)

@@ -22,6 +22,8 @@ class ExitCode(IntEnum):
     NOT_APPROVED = 9  # replay --allowed-signers: not enough valid approvals; nothing was sent
     NOTHING_NEW = 10  # sync: the run succeeded and there was nothing to send
     NETWORK = 11  # download: the server could not be reached or broke off; nothing written
+    NO_STATE = 12  # the delivery state has no record of an endpoint that has deliveries elsewhere
+    STATE = 13  # the delivery state (or replay's journal) cannot be opened, read or written
     INTERRUPTED = 130  # Ctrl-C or SIGTERM; state was saved
 
 
@@ -38,6 +40,8 @@ EXIT_CODE_HELP = {
     ExitCode.NOT_APPROVED: "too few valid approvals (--allowed-signers); nothing sent",
     ExitCode.NOTHING_NEW: "sync: nothing new to send",
     ExitCode.NETWORK: "download: server unreachable or broke off; nothing written",
+    ExitCode.NO_STATE: "evidence of deliveries the state does not know (--new-state); nothing sent",
+    ExitCode.STATE: "the delivery state or journal cannot be opened, read or written",
     ExitCode.INTERRUPTED: "interrupted (Ctrl-C, SIGTERM); state was saved",
 }
 
@@ -58,6 +62,13 @@ class UsageError(ReplayError):
     """The command line, an option's value or the configuration is wrong (exit 2)."""
 
     code = ExitCode.USAGE
+
+
+class StateError(ReplayError):
+    """The delivery state (or the journal beside a handoff) failed: the message names the file
+    and the cause."""
+
+    code = ExitCode.STATE
 
 
 class InputError(ReplayError):

@@ -13,11 +13,14 @@ object per line, beside the input (FEEDBACK.journal.jsonl):
     {"t": "end", "reason": "complete" | "interrupted" | "auth" | ...}
 
 Each event is one write(2) on an O_APPEND descriptor; fsync in groups and at exit. A journal
-written for another version of the file (regenerated) is set aside with a timestamp.
+written for another version of the file (regenerated) is set aside with a timestamp. Its `run`
+and `ack` events are also the evidence that keeps a lost delivery state from being a silent
+fresh start (evidence.py). A write that fails (a full disk) is one StateError naming the file.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import threading
@@ -26,7 +29,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from owui_replay.errors import InputError
+from owui_replay.errors import InputError, StateError
 
 JOURNAL_VERSION = 2  # 1: 0.1.0, when the journal was also the resume state; still appendable
 READABLE_VERSIONS = frozenset({1, 2})
@@ -71,6 +74,7 @@ class Journal:
         fsync_seconds: float = 0.5,
     ) -> None:
         self.path = path
+        self.failure: StateError | None = None  # the first failed write, even a worker's
         self.set_aside_as: Path | None = None
         self._lock = threading.Lock()
         self._fsync_every = fsync_every
@@ -81,8 +85,12 @@ class Journal:
         if existing and journal_header(path).get("input_sha256") != input_sha256:
             self.set_aside_as = set_aside(path)  # a regenerated file: a new history
         existing = path.exists() and path.stat().st_size > 0
-        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        if not existing:
+        self._fd = -1
+        try:
+            self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise self._failed(exc) from None
+        if not existing:  # a 0-byte journal (killed right after creating it) gets its header
             self._write(
                 {"t": "header", "version": JOURNAL_VERSION, "input": input_name,
                  "input_sha256": input_sha256, "lines": lines}
@@ -90,7 +98,7 @@ class Journal:
             self.sync()
 
     def start_run(self, options: dict[str, Any]) -> None:
-        started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        started = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
         self._write({"t": "run", "pid": os.getpid(), "started": started, "options": options})
         self.sync()
 
@@ -110,25 +118,45 @@ class Journal:
         self._write({"t": "end", "reason": reason})
         self.sync()
 
+    def _failed(self, exc: OSError) -> StateError:
+        error = StateError(
+            f"{self.path}: cannot write the replay journal: {exc.strerror or exc}"
+            + ("; is the disk full?" if exc.errno in (errno.ENOSPC, errno.EFBIG) else "")
+        )
+        self.failure = self.failure or error
+        return error
+
     def _write(self, event: dict[str, Any]) -> None:
         data = (json.dumps(event, separators=(",", ":")) + "\n").encode()
         with self._lock:
-            os.write(self._fd, data)
-            self._unsynced += 1
-            now = time.monotonic()
-            if self._unsynced >= self._fsync_every or now - self._last_sync >= self._fsync_seconds:
-                os.fsync(self._fd)
-                self._unsynced = 0
-                self._last_sync = now
+            try:
+                if os.write(self._fd, data) != len(data):
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+                self._unsynced += 1
+                now = time.monotonic()
+                if (
+                    self._unsynced >= self._fsync_every
+                    or now - self._last_sync >= self._fsync_seconds
+                ):
+                    os.fsync(self._fd)
+                    self._unsynced = 0
+                    self._last_sync = now
+            except OSError as exc:
+                raise self._failed(exc) from None
 
     def sync(self) -> None:
         with self._lock:
-            os.fsync(self._fd)
+            try:
+                os.fsync(self._fd)
+            except OSError as exc:
+                raise self._failed(exc) from None
             self._unsynced = 0
             self._last_sync = time.monotonic()
 
     def close(self) -> None:
         if self._fd >= 0:
-            self.sync()
-            os.close(self._fd)
-            self._fd = -1
+            try:
+                self.sync()
+            finally:
+                os.close(self._fd)
+                self._fd = -1

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
 from owui_replay.approvals import require_approvals
+from owui_replay.atomic import missing_folders, remove_empty
 from owui_replay.delivery import (
     Deliverer,
     DeliveryOptions,
@@ -25,7 +28,13 @@ from owui_replay.delivery_state import (
     judge,
     rating_of,
 )
-from owui_replay.errors import ExitCode, UsageError
+from owui_replay.errors import ExitCode, ReplayError, StateError, UsageError
+from owui_replay.evidence import (
+    acked_lines,
+    journals_beside,
+    recorded_deliveries,
+    same_server,
+)
 from owui_replay.feedback_file import FeedbackFile, check_manifest, iter_lines, scan_feedback
 from owui_replay.handoff import HandoffPaths
 from owui_replay.journal import Journal, set_aside
@@ -54,6 +63,9 @@ class ReplaySettings:
     power_safe: bool = False  # fsync the delivery state on every commit
     allowed_signers: Path | None = None  # only a handoff approved by these principals is sent
     min_approvals: int = 1
+    new_state: bool = False  # send although journals show deliveries this state does not know
+    send_older: bool = False  # PUT changes whose updated_at went back, with no export time
+    evidence_journals: tuple[Path, ...] = ()  # more journals to read (sync's earlier runs)
 
     allow_insecure_http: bool = False
 
@@ -78,6 +90,7 @@ class Plan:
     states: Counter[LineState] = field(default_factory=Counter)
     below_offset: int = 0
     superseded: int = 0  # the same rating on two lines of the file: only the newest is sent
+    new_lines: list[int] = field(default_factory=list)  # never sent, as the state knows
     uncertain_resent: int = 0
     uncertain_skipped: int = 0
     maybe_copies: int = 0  # unanswered POSTs behind the uncertain ratings resent
@@ -94,6 +107,10 @@ class Plan:
     @property
     def done_before(self) -> int:
         return self.total - len(self.sends)
+
+    @property
+    def backwards(self) -> int:
+        return self.states[LineState.BACKWARDS]
 
     def announcement(self) -> str | None:
         """Said before anything is sent, so even a run that is later killed has said it."""
@@ -113,9 +130,10 @@ class Plan:
 
 
 def plan_lines(
-    feedback: Path, settings: ReplaySettings, state: DeliveryState
+    feedback: Path, settings: ReplaySettings, state: DeliveryState, taken_at: int | None = None
 ) -> tuple[FeedbackFile, Plan]:
-    """Check every line (schema, manifest) and judge it against the endpoint's state."""
+    """Check every line (schema, manifest) and judge it against the endpoint's state.
+    TAKEN_AT: when the handoff's export was taken (ms), from its manifest, if known."""
     newest: dict[str, tuple[int, Rating]] = {}
     plan = Plan(state.endpoint, 0)
 
@@ -123,7 +141,7 @@ def plan_lines(
         if number < settings.start_offset:
             plan.below_offset += 1
             return
-        rating = rating_of(payload, raw)
+        rating = rating_of(payload, raw, taken_at)
         earlier = newest.get(rating.key)
         if earlier is not None:
             plan.superseded += 1
@@ -139,12 +157,17 @@ def plan_lines(
     plan.total = scanned.lines
     for number, rating in sorted(newest.values(), key=lambda item: item[0]):
         known = state.lookup(rating.key)
-        verdict = judge(rating, known, retry_refused=settings.retry_refused)
+        verdict = judge(
+            rating, known, retry_refused=settings.retry_refused, send_older=settings.send_older
+        )
         plan.states[verdict] += 1
         if verdict is LineState.NEW:
+            plan.new_lines.append(number)
             plan.sends.append(Send(number, rating))
         elif verdict is LineState.CHANGED:
             assert known is not None
+            if settings.send_older and rating.updated_at < (known.updated_at or 0):
+                rating = replace(rating, send_older=True)  # recorded although it went back
             plan.sends.append(Send(number, rating, put_id=known.portkey_id))
         elif verdict is LineState.UNCERTAIN and settings.uncertain == "skip":
             plan.uncertain_skipped += 1
@@ -162,6 +185,7 @@ class ReplayResult:
     stats: DeliveryStats | None  # None: a dry run
     paths: HandoffPaths
     warnings: list[str] = field(default_factory=list)  # what was said before sending
+    state_file: Path = Path()
 
     @property
     def exit_code(self) -> ExitCode:
@@ -170,7 +194,7 @@ class ReplayResult:
             return ExitCode.OK
         if stats.stop_reason is not None:
             return stop_outcome(stats.stop_reason, stats.stop_detail, self.plan.endpoint)[0]
-        if stats.refused or self.plan.uncertain_skipped:
+        if stats.refused or self.plan.uncertain_skipped or self.plan.backwards:
             return ExitCode.DELIVERY_FAILED
         return ExitCode.OK
 
@@ -197,6 +221,7 @@ class ReplayResult:
             "stop_reason": stats.stop_reason.value if stats and stats.stop_reason else None,
             "endpoint": plan.endpoint,
             "feedback": str(self.paths.output),
+            "state": str(self.state_file),
             "journal": str(self.paths.journal),
             "failed_file": str(self.paths.failed),
             "lines": plan.total,
@@ -207,6 +232,7 @@ class ReplayResult:
             "older_copies_in_file": plan.superseded,
             "uncertain_resent": plan.uncertain_resent,
             "uncertain_skipped": plan.uncertain_skipped,
+            "older_not_sent": plan.backwards,
             "approved_by": plan.approved_by,
         }
         if stats is not None:
@@ -231,6 +257,11 @@ class ReplayResult:
         parts.append(f"already delivered: {states[LineState.DELIVERED]}")
         if states[LineState.STALE]:
             parts.append(f"older than what Portkey has: {states[LineState.STALE]}")
+        if plan.backwards:
+            parts.append(
+                f"changed to an older updated_at, not sent: {plan.backwards} (no export time "
+                "says which export is newer; --send-older sends them)"
+            )
         if states[LineState.NOT_UPDATABLE]:
             parts.append(
                 "changed but not updatable (Portkey returned no feedback id): "
@@ -269,7 +300,12 @@ def _checked(
         raise UsageError("--start-offset must be 0 or more")
     if settings.allowed_signers is not None and not settings.verify_manifest:
         raise UsageError("--allowed-signers checks the manifest's signatures: drop --no-verify")
-    scanned, plan = plan_lines(feedback, settings, state)
+    if not settings.new_state:
+        refuse_silent_fresh_start(feedback, settings, state)
+    taken_at = handoff_taken_at(feedback) if settings.verify_manifest else None
+    scanned, plan = plan_lines(feedback, settings, state, taken_at)
+    if not settings.new_state and plan.new_lines:
+        refuse_a_state_behind_its_journal(feedback, scanned.sha256, plan, state)
     manifest = check_manifest(scanned) if settings.verify_manifest else None
     if settings.allowed_signers is not None:
         plan.approved_by = require_approvals(
@@ -283,6 +319,72 @@ def _checked(
             "sending without checking it against convert's hashes"
         )
     return scanned, plan
+
+
+class UnknownDeliveries(ReplayError):
+    """The state has no record of an endpoint that other evidence shows deliveries to."""
+
+    code = ExitCode.NO_STATE
+
+
+def refuse_silent_fresh_start(
+    feedback: Path, settings: ReplaySettings, state: DeliveryState
+) -> None:
+    """Before anything is sent: a state with no record of the endpoint is a fresh start only
+    when nothing says otherwise (see evidence.py); else one line names the evidence."""
+    if state.knows_endpoint():
+        return
+    journals = journals_beside(feedback) + list(settings.evidence_journals)
+    found = recorded_deliveries(journals, state.endpoint)
+    if found is not None:
+        used = f" (their state: {found.state})" if found.state else ""
+        raise UnknownDeliveries(
+            f"{found.journal} records {found.acks} deliveries to {state.endpoint}{used}, but "
+            f"the delivery state {state.path} has no record of that endpoint; nothing was "
+            "sent. Point --ledger at the state those runs used, or pass --new-state to send "
+            "everything again"
+        )
+    for other in state.endpoints():
+        address = same_server(other, state.endpoint)
+        if address is not None:
+            raise UnknownDeliveries(
+                f"{state.endpoint} reaches the same server ({address}) as {other}, which the "
+                f"delivery state {state.path} holds deliveries to; nothing was sent. Use "
+                f"--base-url {other}, or pass --new-state to treat it as another endpoint"
+            )
+
+
+def refuse_a_state_behind_its_journal(
+    feedback: Path, sha256: str, plan: Plan, state: DeliveryState
+) -> None:
+    """The journal says the endpoint acknowledged lines the state calls new: the state is
+    behind (a `cp` without its WAL after a kill, an old backup). Say so; send nothing."""
+    behind, journal = acked_lines(
+        journals_beside(feedback), state.endpoint, sha256, state.forgotten_at(),
+        set(plan.new_lines),
+    )  # fmt: skip
+    if behind:
+        raise UnknownDeliveries(
+            f"{journal} records that {state.endpoint} acknowledged {plural(len(behind), 'line')} "
+            f"the delivery state {state.path} has no record of (a copy made without its WAL "
+            "after a kill, or an older backup?); nothing was sent. Use the state those runs "
+            "used (copy one with owui-replay state --backup), or pass --new-state to send them "
+            "again"
+        )
+
+
+def handoff_taken_at(feedback: Path) -> int | None:
+    """When the export behind this handoff was taken (ms since the epoch), from the manifest
+    convert wrote (input.taken_at, carried from download); None when unknown."""
+    manifest = HandoffPaths.for_output(feedback).manifest
+    try:
+        text = json.loads(manifest.read_text("utf-8"))["input"]["taken_at"]
+        stamp = datetime.fromisoformat(str(text).replace("Z", "+00:00"))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # no manifest, or none with an export time: check_manifest says more
+    if stamp.tzinfo is None:
+        return None
+    return int(stamp.timestamp() * 1000)
 
 
 def replay(
@@ -300,6 +402,8 @@ def replay(
     if not isinstance(api_key, Secret):
         api_key = Secret(api_key, "argument") if api_key else portkey_key()
     paths = HandoffPaths.for_output(feedback)
+    new_folders = missing_folders(settings.state_file.parent)
+    new_file = not settings.state_file.exists()
     state = DeliveryState(settings.state_file, settings.base_url, durable=settings.power_safe)
     try:
         state.lock()
@@ -315,9 +419,16 @@ def replay(
         if settings.restart and paths.journal.exists():
             set_aside(paths.journal)
         stats = _deliver(feedback, scanned, plan, paths, settings, state, api_key, stderr, progress)
+    except UnknownDeliveries:
+        state.close()
+        if new_file:  # made only to refuse (a typo in --ledger): leave nothing behind
+            for suffix in ("", "-wal", "-shm"):
+                Path(f"{settings.state_file}{suffix}").unlink(missing_ok=True)
+            remove_empty(new_folders)
+        raise
     finally:
         state.close()
-    return ReplayResult(plan, stats, paths, said)
+    return ReplayResult(plan, stats, paths, said, settings.state_file)
 
 
 def _deliver(
@@ -355,17 +466,26 @@ def _deliver(
     )
     sends = {send.line: send for send in plan.sends}
     stats: DeliveryStats | None = None
+    failure: StateError | None = None  # a worker's, or the journal's at the end
     try:
         lines = ((sends[n], raw) for n, raw in iter_lines(feedback, sends.keys()))
         stats = deliverer.run(lines)
-        return stats
+        failure = state.failure or journal.failure
     finally:
         bar.close()
         failed.close()
         reason = stats.stop_reason.value if stats and stats.stop_reason else "complete"
-        journal.end(reason if stats else "error")
-        journal.close()
+        try:
+            journal.end(reason if stats else "error")
+        except StateError as exc:
+            failure = failure or exc
+        finally:
+            with contextlib.suppress(StateError):
+                journal.close()
         client.close()
+    if failure is not None:
+        raise failure
+    return stats
 
 
 def dry_run(
@@ -384,7 +504,9 @@ def dry_run(
     for _number, raw in iter_lines(feedback, wanted):
         assert stdout is not None
         stdout.write(json.dumps(json.loads(raw), ensure_ascii=False, indent=2) + "\n")
-    return ReplayResult(plan, None, HandoffPaths.for_output(feedback), warnings)
+    return ReplayResult(
+        plan, None, HandoffPaths.for_output(feedback), warnings, settings.state_file
+    )
 
 
 def _journal_options(settings: ReplaySettings) -> dict[str, Any]:
@@ -399,6 +521,8 @@ def _journal_options(settings: ReplaySettings) -> dict[str, Any]:
         "start_offset": settings.start_offset,
         "uncertain": settings.uncertain,
         "retry_refused": settings.retry_refused,
+        "send_older": settings.send_older,
+        "new_state": settings.new_state,
         "allowed_signers": str(settings.allowed_signers) if settings.allowed_signers else None,
         "min_approvals": settings.min_approvals,
     }

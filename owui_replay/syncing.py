@@ -6,6 +6,12 @@ work directory (export, sidecar, JSONL, rejects, manifest, journal, failed file,
 replay, so a run that was killed is resumed by running the same command again: the next run
 downloads afresh and sends only what the endpoint does not hold, announcing uncertain ratings.
 A lock file in the work directory keeps two syncs from overlapping.
+
+Where the delivery state lives: with --workdir (and no --ledger) inside it, as
+WORKDIR/ledger.sqlite3, so a container that keeps one volume keeps the runs and the state
+together; by default beside the default work directory ($XDG_STATE_HOME/owui-replay/), where
+replay keeps it too. A state that lost its record of an endpoint is refused when the earlier
+runs' journals show deliveries to it (evidence.py).
 """
 
 from __future__ import annotations
@@ -13,15 +19,17 @@ from __future__ import annotations
 import fcntl
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any
 
 from owui_replay.atomic import write_json_atomic
 from owui_replay.converting import ConvertResult, convert
+from owui_replay.delivery_state import default_state_path
 from owui_replay.download import Downloaded, OpenWebUI, download
 from owui_replay.errors import ExitCode, InputError, ReplayError
+from owui_replay.evidence import journals_under
 from owui_replay.mapping import MappingOptions
 from owui_replay.replaying import ReplayResult, ReplaySettings, dry_run, replay
 from owui_replay.secrets import Secret
@@ -34,6 +42,16 @@ LOCK = "sync.lock"
 def default_workdir() -> Path:
     state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
     return Path(state) / "owui-replay" / "sync"
+
+
+def state_in(workdir: Path, settings: ReplaySettings) -> ReplaySettings:
+    """Sync's delivery state: --ledger when given; else WORKDIR/ledger.sqlite3 for a work
+    directory of one's own, and the default state beside the default work directory."""
+    if settings.state_path is not None:
+        return settings
+    if workdir == default_workdir():
+        return replace(settings, state_path=default_state_path())
+    return replace(settings, state_path=workdir / "ledger.sqlite3")
 
 
 @dataclass(frozen=True)
@@ -166,6 +184,7 @@ def sync(
     """One sync run; raises ReplayError (with its exit code) when a step fails."""
     lock = SyncLock(settings.workdir, wait=settings.wait)
     run_dir: Path | None = None
+    replaying = replace(settings.replay, evidence_journals=tuple(journals_under(settings.workdir)))
     try:
         run_dir = new_run_dir(settings.workdir, settings.dry_run)
         export = run_dir / "export.json"
@@ -194,10 +213,10 @@ def sync(
         if not report.ok:  # convert's own output: only a bug or a disk fault gets here
             raise InputError(f"{feedback}: the handoff does not verify:\n{report.render()}")
         if settings.dry_run:
-            replayed = dry_run(feedback, settings.replay, settings.samples, stdout)
+            replayed = dry_run(feedback, replaying, settings.samples, stdout)
         else:
             assert api_key is not None
-            replayed = replay(feedback, settings.replay, api_key, stderr=stderr, progress=progress)
+            replayed = replay(feedback, replaying, api_key, stderr=stderr, progress=progress)
         result = SyncResult(run_dir, downloaded, converted, replayed, settings.dry_run)
         write_json_atomic(run_dir / "sync.json", result.as_dict())
         prune(settings.workdir, settings.keep, run_dir)

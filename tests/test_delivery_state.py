@@ -19,7 +19,7 @@ from owui_replay.delivery_state import (
     judge,
     rating_of,
 )
-from owui_replay.errors import ExitCode, InputError
+from owui_replay.errors import ExitCode, StateError
 from owui_replay.urls import normalized_url
 from tests.conftest import REAL_EXPORT, environment, read_jsonl, run_cli
 from tests.portkey_stub import API_KEY, Fault, portkey_stub
@@ -99,9 +99,12 @@ def test_an_older_export_does_not_undo_a_newer_rating(tmp_path: Path) -> None:
         out_new = convert(export_file(tmp_path / "new.json", newer), tmp_path / "n" / "f.jsonl")
         out_old = convert(export_file(tmp_path / "old.json", records), tmp_path / "o" / "f.jsonl")
         assert replay_in_process(out_new, stub.url, "--ledger", str(ledger)).code == 0
-        stale = replay_in_process(out_old, stub.url, "--ledger", str(ledger), quiet=False)
-        assert stale.code == 0 and stub.state.requests == 2 and not stub.state.updates
-    assert "older than what Portkey has: 1" in stale.stderr
+        older = replay_in_process(out_old, stub.url, "--ledger", str(ledger), quiet=False)
+        # no export time says which export is newer: not sent, and the run says so
+        assert older.code == ExitCode.DELIVERY_FAILED
+        assert stub.state.requests == 2 and not stub.state.updates
+    assert "changed to an older updated_at, not sent: 1" in older.stderr
+    assert "--send-older" in older.stderr
 
 
 def test_an_ack_without_feedback_ids_still_prevents_a_duplicate(tmp_path: Path) -> None:
@@ -303,7 +306,14 @@ def test_judge_covers_every_state() -> None:
     assert judge(rating(), delivered) is LineState.DELIVERED
     assert judge(rating(content="c2"), delivered) is LineState.CHANGED
     assert judge(rating(updated_at=11, content="c2"), delivered) is LineState.CHANGED
-    assert judge(rating(updated_at=9, content="c0"), delivered) is LineState.STALE
+    assert judge(rating(updated_at=9, content="c0"), delivered) is LineState.BACKWARDS
+    assert judge(rating(updated_at=9, content="c0"), delivered, send_older=True) is (
+        LineState.CHANGED
+    )
+    taken = Known("pk1", 10, "c1", 0, None, taken_at=500)  # its export's time is known
+    assert judge(Rating("fb-1", 9, "c0", "t", 600), taken) is LineState.CHANGED  # taken later
+    assert judge(Rating("fb-1", 11, "c0", "t", 400), taken) is LineState.STALE  # taken earlier
+    assert judge(Rating("fb-1", 9, "c0", "t", 500), taken) is LineState.BACKWARDS  # same export
     assert judge(rating(content="c2"), Known("", 10, "c1", 0, None)) is LineState.NOT_UPDATABLE
     assert judge(rating(), Known(None, None, None, 1, None)) is LineState.UNCERTAIN
     refused = Known(None, None, None, 0, "c1")
@@ -357,28 +367,36 @@ def test_a_0_1_0_ledger_is_upgraded_in_place(tmp_path: Path) -> None:
     assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone() == (STATE_FORMAT,)
 
 
-def test_a_newer_or_foreign_state_file_is_a_clear_error(tmp_path: Path) -> None:
+def test_a_newer_or_foreign_state_file_is_a_clear_error_and_stays_unchanged(
+    tmp_path: Path,
+) -> None:
     path = tmp_path / "ledger.sqlite3"
     db = sqlite3.connect(path)
+    db.execute("CREATE TABLE ratings (x)")
+    db.execute("CREATE TABLE endpoints (x)")
     db.execute(f"PRAGMA user_version = {STATE_FORMAT + 1}")
+    db.commit()
     db.close()
-    with pytest.raises(InputError, match=f"format {STATE_FORMAT + 1} is newer"):
+    before = path.read_bytes()
+    with pytest.raises(StateError, match=f"format {STATE_FORMAT + 1} is newer"):
         DeliveryState(path, "http://x/v1")
+    assert path.read_bytes() == before
     garbage = tmp_path / "garbage.sqlite3"
     garbage.write_bytes(b"this is not a database at all" * 100)
-    with pytest.raises(InputError, match="not an owui-replay delivery state"):
+    with pytest.raises(StateError, match="not an owui-replay delivery state"):
         DeliveryState(garbage, "http://x/v1")
-    for version, name in ((0, "someone-else"), (1, "ratings")):  # another program's database
+    for version, name in ((0, "someone-else"), (1, "ratings"), (7, "ratings")):
         foreign = tmp_path / f"foreign-{version}.sqlite3"
         db = sqlite3.connect(foreign)
         db.execute(f"CREATE TABLE {name.replace('-', '_')} (x)")
         db.execute(f"PRAGMA user_version = {version}")
         db.commit()
         db.close()
-        with pytest.raises(InputError, match=f"{foreign}: unknown delivery state format {version}"):
+        before = foreign.read_bytes()
+        with pytest.raises(StateError, match=f"{foreign}: not an owui-replay delivery state"):
             DeliveryState(foreign, "http://x/v1")
-        tables = sqlite3.connect(foreign).execute("SELECT name FROM sqlite_master").fetchall()
-        assert tables == [(name.replace("-", "_"),)]  # nothing was added to it
+        assert foreign.read_bytes() == before  # not a byte changed: not even WAL mode
+        assert not Path(str(foreign) + "-wal").exists()
 
 
 def test_lines_without_a_feedback_id_are_keyed_by_their_bytes(tmp_path: Path) -> None:
@@ -511,12 +529,6 @@ def test_without_xdg_state_home_the_state_lives_under_home(
     monkeypatch.delenv("XDG_STATE_HOME", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))
     assert default_state_path() == tmp_path / ".local" / "state" / "owui-replay" / "ledger.sqlite3"
-
-
-def test_the_lock_file_is_private(tmp_path: Path) -> None:
-    with DeliveryState(tmp_path / "s.sqlite3", "http://127.0.0.1:1/v1") as state:
-        state.lock()
-        assert (tmp_path / "s.sqlite3.lock").stat().st_mode & 0o777 == 0o600
 
 
 @pytest.mark.parametrize(

@@ -54,7 +54,11 @@ def test_admin_export_is_streamed_to_disk_with_its_hash(tmp_path: Path, token: s
     assert (tmp_path / "export.json.sha256").read_text() == f"{digest}  export.json\n"
     assert result.stdout == f"{digest}  export.json\n"
     assert "downloaded 9 records" in result.stderr
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["export.json", "export.json.sha256"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "export.json", "export.json.sha256", "export.json.taken-at.json"
+    ]  # fmt: skip
+    taken = json.loads((tmp_path / "export.json.taken-at.json").read_text())
+    assert taken["sha256"] == digest and taken["taken_at"].endswith("Z")
 
 
 def test_cookie_fallback_on_401(tmp_path: Path) -> None:
