@@ -436,6 +436,10 @@ def backup_state(path: Path, target: Path) -> dict[str, int]:
     mode), written as TARGET.partial and renamed. Returns the copy's endpoint count."""
     if not path.exists():
         raise StateError(f"{path}: no delivery state here (nothing to back up)")
+    if not target.parent.is_dir():
+        raise StateError(f"{target}: cannot write the backup there: {target.parent} is no folder")
+    if target.exists() and os.path.samefile(path, target):
+        raise StateError(f"{target} is the delivery state itself: name another file")
     source = open_state(path, create=False, upgrade=False)
     partial = partial_path(target)
     try:
@@ -453,7 +457,7 @@ def backup_state(path: Path, target: Path) -> dict[str, int]:
         fsync_dir(target.parent)
     except sqlite3.Error as exc:
         partial.unlink(missing_ok=True)
-        raise state_failure(path, "copy", exc) from None
+        raise state_failure(path, f"copy to {target}", exc) from None
     except OSError as exc:
         partial.unlink(missing_ok=True)
         raise state_failure(Path(exc.filename or partial), "write", exc) from None

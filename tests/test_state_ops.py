@@ -202,6 +202,19 @@ def test_backup_after_sigkill_then_replay_with_the_copy_announces_every_copy(
         assert not lost and duplicates <= announced, results
 
 
+def test_a_backup_names_what_is_wrong_with_its_target(tmp_path: Path) -> None:
+    feedback = make_feedback(tmp_path, 2)
+    state = tmp_path / "ledger.sqlite3"
+    with portkey_stub() as stub:
+        assert replay_in_process(feedback, stub.url, "--ledger", str(state)).code == 0
+    before = state.read_bytes()
+    for target, words in ((state, "is the delivery state itself"),
+                          (tmp_path / "no" / "copy.sqlite3", "is no folder")):  # fmt: skip
+        run = run_cli("state", "--ledger", str(state), "--backup", str(target))
+        assert run.code == ExitCode.STATE and words in one_line_error(run.stderr)
+    assert state.read_bytes() == before
+
+
 def test_a_clean_exit_leaves_a_file_that_cp_copies_completely(tmp_path: Path) -> None:
     feedback = make_feedback(tmp_path, 20)
     state = tmp_path / "ledger.sqlite3"
