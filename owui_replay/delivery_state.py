@@ -210,7 +210,7 @@ class DeliveryState:
     def lock(self) -> None:
         """Hold this endpoint for the run: a second replay to it refuses instead of racing.
         The lock is on the state file itself (a byte range per endpoint, far above SQLite's
-        own), so it follows the file through any name: a symlink, a hard link, a bind mount.
+        own), so it follows the file through any name: a symlink, a bind mount, another path.
         POSIX locks belong to the process and go when it closes *any* descriptor of the file:
         one process holds one DeliveryState per file, and close() closes SQLite's first."""
         try:
