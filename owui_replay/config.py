@@ -68,6 +68,16 @@ ENVIRONMENT: dict[str, str] = {
 # Keys a file must not hold: a secret belongs in a file of its own or the environment.
 SECRETS = frozenset({"token", "api_key", "openwebui_token", "portkey_api_key"})
 
+# Options that override a safety check or shape one run: written in a file, they would apply
+# to every run unseen, so they are refused there and must be given where they are meant.
+ONE_RUN = frozenset(
+    {
+        "new_state", "send_older", "skip_approvals", "no_verify", "retry_refused",
+        "restart", "resume", "start_offset", "dry_run", "output", "json", "backup", "forget",
+        "accept_other_version",
+    }
+)  # fmt: skip
+
 
 def config_home() -> Path:
     return Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config") / "owui-replay"
@@ -229,6 +239,11 @@ def _refuse_unknown(
             f"{where}: a secret does not belong in the configuration file; name the file that "
             f"holds it ({'token_file' if 'token' in key else 'api_key_file'}) or use the "
             "environment"
+        )
+    if key in ONE_RUN:
+        raise UsageError(
+            f"{where}: a one-run override does not belong in the configuration file (it would "
+            f"apply to every run unseen): give --{key.replace('_', '-')} on the command line"
         )
     known = known_keys(parsers, table)
     if key not in known:

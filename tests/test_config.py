@@ -95,6 +95,8 @@ def test_the_file_sets_what_the_command_runs_with(tmp_path: Path) -> None:
         ("[portkey]\nurl = 'x'\n", "unknown table [portkey]"),
         ("[replay\n", "not valid TOML"),
         ("[openwebui]\ntoken = 'sk-do-not-echo'\n", "a secret does not belong"),
+        ("[replay]\nnew_state = true\n", "give --new-state on the command line"),
+        ("[replay]\nskip_approvals = true\n", "a one-run override does not belong"),
     ],
 )
 def test_a_bad_file_is_one_line_naming_file_table_and_key(text: str, says: str) -> None:
