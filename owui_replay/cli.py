@@ -1115,6 +1115,10 @@ def main(
         with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
             args = parser.parse_args(argv)  # --help and --version print here
         _configure(parser, args, argv, config_file, stderr)
+        if getattr(args, "ca_bundle", None):  # a usage error before anything else happens
+            from owui_replay.http_session import checked_ca_bundle
+
+            checked_ca_bundle(args.ca_bundle)
         return int(args.handler(args, stdout, stderr))
     except SystemExit as exc:  # --help and --version
         return int(exc.code or 0)

@@ -30,6 +30,7 @@ from owui_replay.atomic import (
     write_json_atomic,
 )
 from owui_replay.errors import ExitCode, InputError, ReplayError
+from owui_replay.http_session import checked_ca_bundle, session_for
 from owui_replay.progress import byte_bar
 from owui_replay.secrets import Secret, openwebui_token
 from owui_replay.urls import checked_base_url
@@ -76,7 +77,9 @@ class OpenWebUI:
         self.base = base_url
         self.token = token
         self.timeout = (10.0, timeout)
-        self.session = requests.Session()
+        if isinstance(verify, str):
+            checked_ca_bundle(verify)
+        self.session = session_for(base_url, "Open WebUI URL")  # plain http: never a proxy
         self.verify = verify  # per request: a Session.verify would lose to REQUESTS_CA_BUNDLE
         # identity: Open WebUI compresses the whole export before sending its first byte
         # (14-22 s of silence for 317 MB), and the progress bar counts the bytes it is sent

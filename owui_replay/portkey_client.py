@@ -3,7 +3,9 @@
 Built on requests directly: the official SDK sets no timeout, retries 5xx at once (which
 duplicates feedback) and never retries 429. Retrying is the caller's job (delivery.py).
 Redirects are never followed: the key must not reach another host, and a redirected POST
-is a configuration problem to fix, not to work around.
+is a configuration problem to fix, not to work around. Plain http never crosses a proxy
+(http_session.py). A request that surely never left (`Reply.sent` False) is not an uncertain
+attempt: the caller takes back the intent it recorded.
 """
 
 from __future__ import annotations
@@ -15,8 +17,10 @@ from urllib.parse import quote
 import requests
 from requests.adapters import HTTPAdapter
 from urllib3.exceptions import MaxRetryError, NewConnectionError
+from urllib3.exceptions import ProxyError as UrllibProxyError
 
 from owui_replay._version import __version__
+from owui_replay.http_session import checked_ca_bundle, session_for
 from owui_replay.secrets import Secret
 
 BODY_LIMIT = 2000
@@ -90,7 +94,9 @@ class PortkeyClient:
         self.url = base_url.rstrip("/") + "/feedback"
         self._key = api_key
         self.timeout = (connect_timeout, timeout)
-        self.session = requests.Session()  # trust_env: proxies and REQUESTS_CA_BUNDLE apply
+        if isinstance(verify, str):
+            checked_ca_bundle(verify)
+        self.session = session_for(self.url, "Portkey base URL")
         # passed with every request: a Session.verify would lose to REQUESTS_CA_BUNDLE
         self.verify = verify
         adapter = HTTPAdapter(pool_connections=1, pool_maxsize=pool_size, max_retries=0)
@@ -134,6 +140,9 @@ class PortkeyClient:
             return Reply(None, error="read timeout (the server may have stored it)")
         except requests.exceptions.RequestException as exc:
             return Reply(None, error=self._key.redact(_short(exc)))
+        except OSError as exc:  # raised before the connection is used (a CA file that went away)
+            error = self._key.redact(f"TLS setup failed: {_short(exc)}")
+            return Reply(None, error=error, sent=False, tls_failure=True)
         text = self._key.redact(response.text[:BODY_LIMIT])
         reply = Reply(response.status_code, text, response.headers.get("Retry-After"))
         if 300 <= response.status_code < 400:
@@ -158,13 +167,15 @@ def _feedback_ids(parsed: dict | None, expected: int) -> list[str]:
 
 
 def never_connected(exc: requests.exceptions.ConnectionError) -> bool:
-    """True when the TCP connection was never established (refused, no route, DNS), so no
-    byte of the request left: urllib3 raises NewConnectionError (NameResolutionError is one)
-    before sending, and ProtocolError or a reset only after."""
+    """True when the connection to the server was never established (refused, no route, DNS,
+    a proxy that refused the connection or the tunnel), so no byte of the request left:
+    urllib3 raises NewConnectionError (NameResolutionError is one) before sending, ProxyError
+    only while it has not yet connected through the proxy, and ProtocolError or a reset only
+    after."""
     reason = exc.args[0] if exc.args else None
     if isinstance(reason, MaxRetryError):
         reason = reason.reason
-    return isinstance(reason, NewConnectionError)
+    return isinstance(reason, (NewConnectionError, UrllibProxyError))
 
 
 def _short(exc: Exception) -> str:

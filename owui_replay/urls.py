@@ -43,7 +43,8 @@ def normalized_url(url: str, *, name: str) -> str:
 
 
 def checked_base_url(url: str, *, allow_insecure_http: bool, name: str) -> str:
-    """The normalised base URL; refuses http:// to another host."""
+    """The normalised base URL; refuses http:// to another host, and http:// that the
+    environment would send through a proxy (the credential would cross it in clear text)."""
     normal = normalized_url(url, name=name)
     parts = urlsplit(normal)
     assert parts.hostname is not None
@@ -52,4 +53,8 @@ def checked_base_url(url: str, *, allow_insecure_http: bool, name: str) -> str:
             f"{name} {url!r} is plain http to another host: the key would cross the network in "
             "clear text; use https, or --allow-insecure-http if you really mean it"
         )
+    if parts.scheme == "http":
+        from owui_replay.http_session import refuse_proxied_plain_http  # imports requests
+
+        refuse_proxied_plain_http(normal, name)
     return normal

@@ -169,6 +169,11 @@ class Handler(BaseHTTPRequestHandler):
         if fault and fault.kind == "drop-before":
             self.close_connection = True
             return  # closed without reading the body or answering: nothing stored
+        base = self.server.base_path
+        if state.unknown_path == "404-unread" and not self.path.startswith(base + "/feedback"):
+            # answered before the body is read, as a router in front of the body parser does;
+            # on a kept-alive connection the unread body is then parsed as the next request
+            return self._send(404, {"status": "failure", "message": "not found"})
         length = int(self.headers.get("Content-Length", "0"))
         raw = self.rfile.read(length)
         if state.hook is not None:
@@ -177,7 +182,6 @@ class Handler(BaseHTTPRequestHandler):
             return self._send(307, {}, {"Location": state.redirect_to})
         if state.latency:
             time.sleep(state.latency)
-        base = self.server.base_path
         if self.headers.get("x-portkey-api-key") != state.api_key or (
             fault and fault.kind == "401"
         ):

@@ -1,0 +1,169 @@
+"""How requests reach the servers: proxies from the environment, and requests that never left.
+
+Everything runs against real servers on 127.0.0.1: the Portkey and Open WebUI stand-ins, a TLS
+stand-in, and a logging proxy that forwards CONNECT tunnels and absolute-form requests and
+records every byte it was sent.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import ssl
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import trustme
+
+from owui_replay.errors import ExitCode
+from tests.conftest import REAL_EXPORT, environment, run_cli
+from tests.openwebui_stub import ADMIN_TOKEN, OwuiServer, OwuiState
+from tests.portkey_stub import API_KEY, StubServer, StubState, portkey_stub
+from tests.proxy_stub import closed_port, logging_proxy
+from tests.replay_helpers import make_feedback, replay_in_process, uncertain_resent
+from tests.serving import serving
+
+
+def proxies(url: str) -> dict[str, str]:
+    """Every variable requests reads a proxy from, set to URL; NO_PROXY empty."""
+    return {
+        "HTTP_PROXY": url, "http_proxy": url, "HTTPS_PROXY": url, "https_proxy": url,
+        "ALL_PROXY": url, "all_proxy": url, "NO_PROXY": "", "no_proxy": "",
+    }  # fmt: skip
+
+
+@contextmanager
+def tls_portkey(ca: trustme.CA) -> Iterator[StubServer]:
+    server = StubServer(StubState())
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(context)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    with serving(server):
+        yield server
+
+
+def ca_bundle(ca: trustme.CA, directory: Path) -> Path:
+    path = directory / "ca.pem"
+    ca.cert_pem.write_to_path(str(path))
+    return path
+
+
+def uncertain_rows(state: Path) -> int:
+    """Ratings the delivery state counts as maybe stored (an unanswered POST)."""
+    if not state.exists():
+        return 0
+    db = sqlite3.connect(f"file:{state}?mode=ro", uri=True)
+    try:
+        return int(db.execute("SELECT COUNT(*) FROM ratings WHERE unknown > 0").fetchone()[0])
+    finally:
+        db.close()
+
+
+# -- proxies --------------------------------------------------------------------------------
+
+
+def test_plain_http_to_this_machine_never_goes_through_the_environments_proxy(
+    tmp_path: Path,
+) -> None:
+    feedback = make_feedback(tmp_path, 12)
+    with logging_proxy() as proxy, portkey_stub() as stub, environment(**proxies(proxy.url)):
+        result = replay_in_process(feedback, stub.url, "--concurrency", "4")
+        stored = len(stub.state.stored)
+    assert result.code == ExitCode.OK, result.stderr
+    assert stored == 12
+    assert API_KEY.encode() not in proxy.log.seen
+    assert proxy.log.requests == []
+
+
+def test_https_goes_through_the_environments_proxy_as_a_tunnel(tmp_path: Path) -> None:
+    ca = trustme.CA()
+    bundle = ca_bundle(ca, tmp_path)
+    feedback = make_feedback(tmp_path, 6)
+    with logging_proxy() as proxy, tls_portkey(ca) as stub, environment(**proxies(proxy.url)):
+        url = stub.url.replace("http://", "https://")
+        result = replay_in_process(feedback, url, "--ca-bundle", str(bundle))
+        stored = len(stub.state.stored)
+    assert result.code == ExitCode.OK, result.stderr
+    assert stored == 6
+    assert proxy.log.requests and all(r.startswith("CONNECT 127.0.0.1:") for r in proxy.log.requests)
+    assert API_KEY.encode() not in proxy.log.seen  # the proxy saw only TLS bytes
+
+
+def test_plain_http_to_another_host_with_a_proxy_is_refused_before_sending(
+    tmp_path: Path,
+) -> None:
+    feedback = make_feedback(tmp_path, 3)
+    url = "http://portkey.internal.test/v1"
+    with logging_proxy() as proxy, environment(**proxies(proxy.url)):
+        result = replay_in_process(feedback, url, "--allow-insecure-http", quiet=False)
+    assert result.code == ExitCode.USAGE, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "proxy" in lines[0] and "NO_PROXY" in lines[0], lines
+    assert proxy.log.seen == b"" and API_KEY not in result.stderr
+
+
+def test_download_over_plain_http_to_this_machine_bypasses_the_proxy(tmp_path: Path) -> None:
+    out = tmp_path / "export.json"
+    with (
+        logging_proxy() as proxy,
+        serving(OwuiServer(OwuiState(export_file=REAL_EXPORT))) as owui,
+        environment(OPENWEBUI_BASE_URL=owui.url, OPENWEBUI_TOKEN=ADMIN_TOKEN),
+        environment(**proxies(proxy.url)),
+    ):
+        result = run_cli("download", "-o", str(out), "-q")
+    assert result.code == ExitCode.OK, result.stderr
+    assert out.read_bytes() == REAL_EXPORT.read_bytes()
+    assert ADMIN_TOKEN.encode() not in proxy.log.seen and proxy.log.requests == []
+
+
+# -- never sent is not uncertain ------------------------------------------------------------
+
+
+def test_a_missing_ca_bundle_is_a_usage_error_before_anything_else(tmp_path: Path) -> None:
+    feedback = make_feedback(tmp_path, 5)
+    state = tmp_path / "ledger.sqlite3"
+    missing = tmp_path / "no-such-ca.pem"
+    ca = trustme.CA()
+    with tls_portkey(ca) as stub:
+        url = stub.url.replace("http://", "https://")
+        result = replay_in_process(
+            feedback, url, "--ca-bundle", str(missing), "--ledger", str(state), quiet=False
+        )
+        requests_seen = stub.state.requests
+    assert result.code == ExitCode.USAGE, result.stderr
+    assert result.stderr.strip().splitlines() == [
+        f"owui-replay: error: --ca-bundle {missing}: no such file"
+    ]
+    assert requests_seen == 0 and uncertain_rows(state) == 0
+    assert not (tmp_path / "feedback.journal.jsonl").exists()
+
+
+def test_a_refused_proxy_is_not_an_uncertain_attempt(tmp_path: Path) -> None:
+    ca = trustme.CA()
+    bundle = ca_bundle(ca, tmp_path)
+    feedback = make_feedback(tmp_path, 4)
+    state = tmp_path / "ledger.sqlite3"
+    dead_proxy = f"http://127.0.0.1:{closed_port()}"
+    with tls_portkey(ca) as stub:
+        url = stub.url.replace("http://", "https://")
+        common = ("--ca-bundle", str(bundle), "--ledger", str(state), "--concurrency", "2")
+        with environment(**proxies(dead_proxy)):
+            first = replay_in_process(feedback, url, *common, "--retries", "1", quiet=False)
+        assert first.code == ExitCode.DELIVERY_FAILED, first.stderr
+        assert stub.state.requests == 0
+        assert uncertain_rows(state) == 0
+        again = replay_in_process(feedback, url, *common, quiet=False)
+        stored = stub.state.feedback_counts()
+    assert again.code == ExitCode.OK, again.stderr
+    assert uncertain_resent(again.stderr) == 0 and "extra copies Portkey may hold: 0" in again.stderr
+    assert set(stored.values()) == {1} and len(stored) == 4
+
+
+def test_a_tls_handshake_failure_is_not_an_uncertain_attempt(tmp_path: Path) -> None:
+    feedback = make_feedback(tmp_path, 4)
+    state = tmp_path / "ledger.sqlite3"
+    with tls_portkey(trustme.CA()) as stub:  # a certificate this machine does not trust
+        url = stub.url.replace("http://", "https://")
+        result = replay_in_process(feedback, url, "--ledger", str(state))
+    assert result.code == ExitCode.DELIVERY_FAILED
+    assert uncertain_rows(state) == 0
