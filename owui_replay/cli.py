@@ -574,8 +574,9 @@ def run_replay(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> Ex
             feedback, settings, api_key, stderr=stderr, progress=False if args.quiet else None
         )
     message = result.stop_message()
-    if message is not None and result.exit_code != ExitCode.INTERRUPTED:
-        stderr.write(f"{PROG}: error: {api_key.redact(message)}\n")
+    if message is not None:  # an interrupted run says whether requests were left in flight
+        said = "" if result.exit_code == ExitCode.INTERRUPTED else "error: "
+        stderr.write(f"{PROG}: {said}{api_key.redact(message)}\n")
     if not args.quiet or result.exit_code != ExitCode.OK:
         stderr.write(f"{PROG}: replay: {api_key.redact(result.summary())}\n")
     if args.json:
@@ -703,9 +704,10 @@ def run_sync(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> Exit
             settings, token, api_key, stderr=stderr, stdout=stdout, progress=None if talk else False
         )
     message = result.replay.stop_message()
-    if message is not None and result.exit_code != ExitCode.INTERRUPTED:
+    if message is not None:  # an interrupted run says whether requests were left in flight
         text = api_key.redact(message) if api_key else message
-        stderr.write(f"{PROG}: error: {text}\n")
+        said = "" if result.exit_code == ExitCode.INTERRUPTED else "error: "
+        stderr.write(f"{PROG}: {said}{text}\n")
     if talk or result.exit_code not in (ExitCode.OK, ExitCode.NOTHING_NEW):
         text = result.summary()
         stderr.write(f"{PROG}: {api_key.redact(text) if api_key else text}\n")

@@ -8,7 +8,14 @@ Portkey has no idempotency key, so every repeated POST may be a duplicate rating
 - a configuration failure (401/403, TLS, a 404/405 or redirect on the feedback URL, a 2xx
   that is not Portkey's) stops every worker at once and uses up no line;
 - other 4xx refuse the payload: FEEDBACK.failed.jsonl and the state record it, the run goes on;
-- retryable failures that outlast --retries stop the run; those lines stay for the next run.
+  a refusal is recorded only once every request sent before it was judged, and not when one
+  of them stopped the run for its configuration: after a wrong URL, a server that left the
+  404's body unread on a kept-alive connection answers the next request there with a 400
+  about bytes that were never a payload;
+- retryable failures that outlast --retries stop the run; those lines stay for the next run;
+- Ctrl-C or SIGTERM stops taking new work; requests in flight get `stop_grace` seconds to be
+  answered, then they are abandoned: their intent stays recorded (Portkey may hold them), and
+  no worker writes to the state, the journal or the failed file after that.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -32,6 +40,7 @@ from owui_replay.errors import ExitCode
 from owui_replay.journal import Journal
 from owui_replay.portkey_client import PortkeyClient, Reply, is_portkey_error
 from owui_replay.ratelimit import RateLimiter
+from owui_replay.words import plural
 
 
 @dataclass(frozen=True)
@@ -43,6 +52,7 @@ class DeliveryOptions:
     max_retry_after: float = 60.0
     backoff_base: float = 0.25
     backoff_cap: float = 20.0
+    stop_grace: float = 2.0  # seconds in-flight requests get after Ctrl-C or SIGTERM
 
 
 class StopReason(Enum):
@@ -57,10 +67,17 @@ class StopReason(Enum):
     ERROR = "error"
 
 
+# a wrong configuration: no answer received while (or after) one of these stopped the run
+# refuses a line, since the answer may be about the configuration, not about the payload
+CONFIGURATION = frozenset(
+    {StopReason.AUTH, StopReason.TLS, StopReason.WRONG_URL, StopReason.REDIRECT}
+)
+
+
 def stop_outcome(reason: StopReason, detail: str, endpoint: str) -> tuple[ExitCode, str]:
     """The one place that maps a stop reason to an exit code and what the user reads."""
     if reason is StopReason.INTERRUPTED:
-        return ExitCode.INTERRUPTED, "interrupted: in-flight requests were allowed to finish"
+        return ExitCode.INTERRUPTED, detail
     if reason is StopReason.AUTH:
         return ExitCode.AUTH, (
             f"Portkey refused the API key ({detail}); stopped at once. Check PORTKEY_API_KEY "
@@ -154,6 +171,7 @@ class DeliveryStats:
     unanswered: int = 0  # POST attempts that got no answer (each may have stored a copy)
     extra_copies: int = 0  # copies beyond one that Portkey may hold of lines acknowledged now
     throttled: int = 0  # 429s, as counted by the pacer (filled in at the end of the run)
+    abandoned: int = 0  # requests still unanswered when a stop signal's grace ran out
     stop_reason: StopReason | None = None  # None: ran to the end
     stop_detail: str = ""
 
@@ -195,6 +213,14 @@ class FailedFile:
                 self._handle = None
 
 
+@dataclass
+class Flight:
+    """A request between taking off (it may be sent) and landing (its answer is judged)."""
+
+    request: Request
+    intended: bool = False  # its intent is recorded: from here on it may have been sent
+
+
 class Deliverer:
     def __init__(
         self,
@@ -223,6 +249,11 @@ class Deliverer:
         self._acks: deque[float] = deque()  # acknowledgement times within the last second
         self._work: Iterator[list[tuple[Send, bytes]]] | None = None
         self._live = 0  # workers still running
+        self._changed = threading.Condition(self._lock)  # a flight landed, a writer left
+        self._flights: dict[int, Flight] = {}  # by take-off order
+        self._next_flight = 0
+        self._writers = 0  # workers writing to the state, the journal or the failed file
+        self._abandoned = False  # the run ended under workers still waiting for answers
 
     # -- the run ----------------------------------------------------------------------
 
@@ -240,12 +271,63 @@ class Deliverer:
                 time.sleep(0.05)
                 self._progress()
         except KeyboardInterrupt:
-            self._halt(StopReason.INTERRUPTED, "interrupted")
-            while self._live:
-                time.sleep(0.01)
+            self._halt(StopReason.INTERRUPTED, "interrupted: in-flight requests were answered")
+            self._land_or_abandon()
         self.stats.throttled = self.limiter.throttled
         self._progress()
         return self.stats
+
+    def _land_or_abandon(self) -> None:
+        """After a stop signal: give in-flight requests `stop_grace` seconds, then leave them
+        (a second signal leaves them at once), whatever the server does."""
+        deadline = time.monotonic() + self.options.stop_grace
+        try:
+            while self._live and time.monotonic() < deadline:
+                time.sleep(0.01)
+        except KeyboardInterrupt:
+            pass
+        while self._live:
+            try:
+                return self._abandon()
+            except KeyboardInterrupt:  # a further signal while abandoning: finish abandoning
+                continue
+
+    def _abandon(self) -> None:
+        """Stop every worker from writing, then say which requests got no answer: their
+        intent stays in the state, so the next run announces them as uncertain."""
+        with self._lock:
+            self._abandoned = True
+            while self._writers:
+                self._changed.wait(0.05)
+            flights = [f.request for f in self._flights.values() if f.intended]
+            self._flights.clear()
+        why = "abandoned at the stop without an answer (Portkey may hold it)"
+        for request in flights:
+            self.journal.retry(request.lines, why, ambiguous=True)
+        posts = sum(1 for r in flights if r.method == "POST")
+        self.stats.abandoned = len(flights)
+        self.stats.unanswered += posts
+        self.stats.stop_detail = (
+            f"interrupted: {plural(len(flights), 'request')} got no answer within "
+            f"{self.options.stop_grace:g} s and were left; the next run announces them as "
+            "uncertain and sends them again"
+        )
+
+    @contextmanager
+    def _recording(self) -> Iterator[bool]:
+        """Yields whether this worker may still write to the state, journal or failed file
+        (False once the run abandoned it); the abandon waits for the writes under way."""
+        with self._lock:
+            allowed = not self._abandoned
+            if allowed:
+                self._writers += 1
+        try:
+            yield allowed
+        finally:
+            if allowed:
+                with self._lock:
+                    self._writers -= 1
+                    self._changed.notify_all()
 
     def _halt(self, reason: StopReason, detail: str) -> None:
         with self._lock:
@@ -286,24 +368,63 @@ class Deliverer:
         while True:
             if not self.limiter.acquire(self.stop):
                 return  # stopped before sending: nothing in flight
-            reply, sent_at = self._attempt(request)
-            outcome, reason = judge_reply(reply, request.method)
+            number = self._take_off(request)
+            if number is None:
+                return  # the run stopped: send nothing more
+            try:
+                sent = self._attempt(request, number)
+                if sent is None:
+                    return  # abandoned before the intent was recorded: nothing left
+                reply, sent_at = sent
+                outcome, reason = judge_reply(reply, request.method)
+                if reason is not None:  # every other worker stops before it judges more
+                    self._halt(reason, self._stop_detail(request, reply, reason))
+                elif outcome is Outcome.REFUSED:
+                    self._wait_for_earlier(number)
+            finally:
+                self._land(number)
             if outcome is Outcome.ACKED:
                 return self._acknowledge(request, reply)
             if outcome is Outcome.REFUSED:
                 return self._refused(request, reply)
             if outcome is Outcome.STOP:
-                assert reason is not None
-                return self._stopped(request, reply, reason)
+                return self._stopped(request, reply)
             attempt += 1
             delay = self._retry_delay(request, reply, attempt, sent_at)
             if delay is None or self.stop.wait(delay):
                 return  # gave up, or interrupted while backing off: the state says so
 
-    def _attempt(self, request: Request) -> tuple[Reply, float]:
+    def _take_off(self, request: Request) -> int | None:
+        """Register the request as in flight, unless the run stopped; its take-off number."""
+        with self._lock:
+            if self.stop.is_set():
+                return None
+            number = self._next_flight
+            self._next_flight += 1
+            self._flights[number] = Flight(request)
+            return number
+
+    def _land(self, number: int) -> None:
+        with self._lock:
+            self._flights.pop(number, None)
+            self._changed.notify_all()
+
+    def _wait_for_earlier(self, number: int) -> None:
+        """Until every request that took off before this one was judged: one of them may
+        stop the run for a configuration failure that this answer is a symptom of."""
+        with self._lock:
+            while not self._abandoned and any(n < number for n in self._flights):
+                self._changed.wait(0.25)
+
+    def _attempt(self, request: Request, number: int) -> tuple[Reply, float] | None:
         """Record the intent, then send: a kill at any point leaves the state knowing."""
-        self.state.intend(request.ratings, request.method, self._approved_by)
-        self.journal.send(request.lines, request.method)
+        with self._recording() as allowed:
+            if not allowed:
+                return None
+            self.state.intend(request.ratings, request.method, self._approved_by)
+            self.journal.send(request.lines, request.method)
+            with self._lock:
+                self._flights[number].intended = True
         sent_at = time.monotonic()
         put_id = request.sends[0].put_id
         if put_id is not None:
@@ -315,9 +436,12 @@ class Deliverer:
     ) -> float | None:
         """After a retryable outcome: record it, slow down on 429, and say how long to wait
         before the next attempt (None: retries are used up and the run stops)."""
-        if not reply.ambiguous:
-            self.state.answered(request.ratings, request.method)
-        self.journal.retry(request.lines, reply.describe(), ambiguous=reply.ambiguous)
+        with self._recording() as allowed:
+            if not allowed:
+                return None
+            if not reply.ambiguous:  # answered, or surely never sent: no copy to announce
+                self.state.answered(request.ratings, request.method)
+            self.journal.retry(request.lines, reply.describe(), ambiguous=reply.ambiguous)
         with self._lock:
             if reply.ambiguous and request.method == "POST":
                 self.stats.unanswered += 1
@@ -348,8 +472,11 @@ class Deliverer:
         if request.method == "PUT":
             ids = [request.sends[0].put_id]
         ids += [None] * (len(request.sends) - len(ids))
-        extra = self.state.acknowledged(request.ratings, ids, request.method)
-        self.journal.ack(request.lines, [i or "" for i in ids])
+        with self._recording() as allowed:
+            if not allowed:
+                return
+            extra = self.state.acknowledged(request.ratings, ids, request.method)
+            self.journal.ack(request.lines, [i or "" for i in ids])
         now = time.monotonic()
         with self._lock:
             if request.method == "PUT":
@@ -363,28 +490,46 @@ class Deliverer:
         self.limiter.succeeded()
 
     def _refused(self, request: Request, reply: Reply) -> None:
-        """A 4xx for a payload; a refused batch is split to find the bad lines."""
-        if len(request.sends) > 1:
-            self.state.answered(request.ratings, request.method)
-            self.journal.retry(
-                request.lines, f"batch refused ({reply.describe()}); splitting", False
-            )
-            for send, raw in zip(request.sends, request.raws, strict=True):
-                if self.stop.is_set():
-                    return
-                self._deliver(Request([send], [raw], "POST", raw))
-            return
-        send = request.sends[0]
-        self.state.refused(send.rating, request.method, reply.status, reply.describe())
-        self.failed.add(send.line, request.raws[0], reply, self.state.endpoint)
-        self.journal.fail([send.line], reply.status)
+        """A 4xx for a payload; a refused batch is split to find the bad lines. Judged after
+        every earlier request: when one of them stopped the run for its configuration, the
+        answer is not about this payload, and the line is not used up."""
         with self._lock:
-            self.stats.refused += 1
+            configuration = self.stats.stop_reason in CONFIGURATION
+        with self._recording() as allowed:
+            if not allowed:
+                return
+            if configuration or len(request.sends) > 1:
+                self.state.answered(request.ratings, request.method)
+                why = (
+                    f"{reply.describe()}, after the run stopped for its configuration; "
+                    "not recorded as refused"
+                    if configuration
+                    else f"batch refused ({reply.describe()}); splitting"
+                )
+                self.journal.retry(request.lines, why, False)
+            else:
+                send = request.sends[0]
+                self.state.refused(send.rating, request.method, reply.status, reply.describe())
+                self.failed.add(send.line, request.raws[0], reply, self.state.endpoint)
+                self.journal.fail([send.line], reply.status)
+                with self._lock:
+                    self.stats.refused += 1
+        if configuration or len(request.sends) == 1:
+            return
+        for send, raw in zip(request.sends, request.raws, strict=True):
+            if self.stop.is_set():
+                return
+            self._deliver(Request([send], [raw], "POST", raw))
 
-    def _stopped(self, request: Request, reply: Reply, reason: StopReason) -> None:
+    def _stopped(self, request: Request, reply: Reply) -> None:
         """A configuration failure: answered (or never sent), so nothing was stored."""
-        self.state.answered(request.ratings, request.method)
-        self.journal.retry(request.lines, reply.describe(), ambiguous=False)
+        with self._recording() as allowed:
+            if allowed:
+                self.state.answered(request.ratings, request.method)
+                self.journal.retry(request.lines, reply.describe(), ambiguous=False)
+
+    def _stop_detail(self, request: Request, reply: Reply, reason: StopReason) -> str:
+        """What stopped the run, naming the URL that was hit."""
         url = self.client.put_url(request.sends[0].put_id or "") if request.method == "PUT" else (
             self.client.url
         )  # fmt: skip
@@ -398,7 +543,7 @@ class Deliverer:
             detail = f"{request.method} {url} answered {what}"
         else:
             detail = reply.describe()
-        self._halt(reason, detail)
+        return detail
 
     def _acknowledged_last_second(self) -> float | None:
         """Requests the server acknowledged over the last second (None: too few to tell)."""

@@ -1,8 +1,9 @@
 """A Portkey-compatible feedback server on 127.0.0.1 for tests, with fault injection.
 
 Implements POST {base}/feedback (one object or an array; feedback_ids in input order) and
-PUT {base}/feedback/{id}, checks x-portkey-api-key, validates bodies as Portkey documents
-them, and can be told to misbehave: latency, 429 (with or without Retry-After), 5xx, 401,
+PUT {base}/feedback/{id}, checks x-portkey-api-key, parses bodies as Node's JSON.parse does (a
+leading UTF-8 BOM is a 400) and validates them as Portkey documents them, and can be told to
+misbehave: latency, 429 (with or without Retry-After), 5xx, 401,
 400, a server-side rate limit, and connections dropped before or after storing.
 """
 
@@ -58,6 +59,10 @@ class StubState:
     hook: Callable[[str, Any], None] | None = None
     unknown_path: str = "json-404"  # or "html-200" (a web app's catch-all page), "405"
     redirect_to: str | None = None  # answer every POST/PUT with 307 to this URL
+    forbidden: bool = False  # answer every POST/PUT with 403 (a key without the feedback scope)
+    # answer a wrong path, key, scope or a redirect before reading the body (see
+    # Handler._refused_before_body); False: the body is always read first
+    route_before_body: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)
     _window: deque[float] = field(default_factory=deque)  # acceptance times, last second
 
@@ -170,10 +175,8 @@ class Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             return  # closed without reading the body or answering: nothing stored
         base = self.server.base_path
-        if state.unknown_path == "404-unread" and not self.path.startswith(base + "/feedback"):
-            # answered before the body is read, as a router in front of the body parser does;
-            # on a kept-alive connection the unread body is then parsed as the next request
-            return self._send(404, {"status": "failure", "message": "not found"})
+        if state.route_before_body and self._refused_before_body(method, base):
+            return None
         length = int(self.headers.get("Content-Length", "0"))
         raw = self.rfile.read(length)
         if state.hook is not None:
@@ -187,7 +190,7 @@ class Handler(BaseHTTPRequestHandler):
         ):
             return self._send(401, {"success": False, "data": {
                 "message": "Invalid API Key", "errorCode": "AB01"}})  # fmt: skip
-        if fault and fault.kind == "403":
+        if (fault and fault.kind == "403") or state.forbidden:
             return self._send(403, {"success": False, "data": {
                 "message": "missing scope feedback.create", "errorCode": "AB03"}})  # fmt: skip
         if (fault and fault.kind == "429") or state.over_rate():
@@ -197,10 +200,11 @@ class Handler(BaseHTTPRequestHandler):
                 "message": "Too many requests", "errorCode": "AB06"}}, headers)  # fmt: skip
         if fault and fault.kind in ("500", "502", "503"):
             return self._send(int(fault.kind), {"status": "failure", "message": "upstream"})
-        try:
-            body = json.loads(raw)
-        except ValueError:
-            return self._send(400, {"status": "failure", "message": "invalid JSON"})
+        try:  # as Node's JSON.parse: UTF-8 text, and a BOM is not JSON
+            body = json.loads(raw.decode("utf-8"))
+        except ValueError as exc:
+            message = "Unexpected token '\ufeff'" if raw.startswith(b"\xef\xbb\xbf") else str(exc)
+            return self._send(400, {"status": "failure", "message": f"invalid JSON: {message}"})
         if method == "PUT" and self.path.startswith(base + "/feedback/"):
             return self._update(self.path.rsplit("/", 1)[1], body)
         if method != "POST" or self.path != base + "/feedback":
@@ -229,6 +233,27 @@ class Handler(BaseHTTPRequestHandler):
         if state.omit_feedback_ids:
             del answer["feedback_ids"]
         self._send(200, answer)
+
+    def _refused_before_body(self, method: str, base: str) -> bool:
+        """Routing and the key check ahead of the body parser: a 404, 401, 403 or redirect is
+        answered with the body left unread, and on the kept-alive connection the server then
+        parses that body as the next request (BaseHTTPRequestHandler answers it 400 or 501)."""
+        state = self.state
+        wrong_path = not (
+            (method == "POST" and self.path == base + "/feedback")
+            or (method == "PUT" and self.path.startswith(base + "/feedback/"))
+        )
+        if state.redirect_to is not None:
+            self._send(307, {}, {"Location": state.redirect_to})
+        elif wrong_path:
+            self._send(404, {"status": "failure", "message": "not found"})
+        elif self.headers.get("x-portkey-api-key") != state.api_key:
+            self._send(401, {"success": False, "data": {"message": "Invalid API Key"}})
+        elif state.forbidden:
+            self._send(403, {"success": False, "data": {"message": "missing scope"}})
+        else:
+            return False
+        return True
 
     def _unknown_path(self) -> None:
         if self.state.unknown_path == "html-200":  # what a web app answers for any path
