@@ -1,7 +1,6 @@
 """Allow `python -m owui_replay`."""
 
-import sys
+from owui_replay.entry import main  # first: it installs the stop-signal handlers
 
-from owui_replay.cli import main
-
-sys.exit(main())
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -260,13 +260,15 @@ class Deliverer:
     def run(self, lines: Iterator[tuple[Send, bytes]]) -> DeliveryStats:
         """Deliver every line, or stop early (stats.stop_reason says why)."""
         self._work = _batches(lines, self.options.batch_size)
-        self._live = self.options.concurrency
-        for i in range(self.options.concurrency):
-            threading.Thread(target=self._worker, name=f"replay-{i}", daemon=True).start()
         # Wait with sleep, not Thread.join: on Python 3.11 a join interrupted by Ctrl-C or
         # SIGTERM can mark a running thread as finished, and the state would then be
-        # closed under a request still in flight.
+        # closed under a request still in flight. A signal while the workers start is
+        # handled like one later (it used to leave started workers running unwatched).
         try:
+            for i in range(self.options.concurrency):
+                with self._lock:
+                    self._live += 1  # before start: the worker counts itself out at its end
+                threading.Thread(target=self._worker, name=f"replay-{i}", daemon=True).start()
             while self._live:
                 time.sleep(0.05)
                 self._progress()
