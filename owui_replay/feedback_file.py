@@ -1,7 +1,11 @@
 """The Portkey-ready JSONL handoff: checked line by line and against its manifest.
 
 Replay sends each line's bytes exactly as stored, so what an auditor approved (by hash) is
-what reaches Portkey.
+what reaches Portkey. Those bytes must therefore be the canonical line convert writes: a file
+with a UTF-8 byte order mark or CR LF line ends (an editor, a git checkout with autocrlf) is
+refused before anything is sent, rather than sent byte for byte (Portkey's JSON parser refuses
+a body that starts with a BOM, so that rating would be refused for good) or silently rewritten
+(the bytes sent would no longer be the bytes whose hash was approved).
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ def scan_feedback(
         raise InputError(f"{path}: cannot open: {exc.strerror}") from None
     with handle:
         for number, raw in enumerate(handle, 1):
+            _check_canonical(path, number, size, raw)
             digest.update(raw)
             size += len(raw)
             count += 1
@@ -54,6 +59,27 @@ def scan_feedback(
             if visit is not None:
                 visit(number - 1, payload, raw)
     return FeedbackFile(path, digest.hexdigest(), count, size)
+
+
+BOM = b"\xef\xbb\xbf"
+NOT_CANONICAL = (
+    "convert writes LF line ends and no byte order mark, and replay sends each line's bytes "
+    "as they are; restore convert's file (or convert again): nothing was sent"
+)
+
+
+def _check_canonical(path: Path, number: int, offset: int, raw: bytes) -> None:
+    """Refuse a line that is not byte for byte what convert writes: a BOM, a CR LF."""
+    if raw.startswith(BOM):
+        raise InputError(
+            f"{path}: line {number} (byte {offset}) starts with a UTF-8 byte order mark: "
+            + NOT_CANONICAL
+        )
+    if raw.endswith(b"\r\n"):
+        raise InputError(
+            f"{path}: line {number} (byte {offset + len(raw) - 2}) ends in CR LF: "
+            + NOT_CANONICAL
+        )
 
 
 def _parse_line(path: Path, number: int, raw: bytes) -> Any:

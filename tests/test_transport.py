@@ -169,3 +169,44 @@ def test_a_tls_handshake_failure_is_not_an_uncertain_attempt(tmp_path: Path) -> 
         result = replay_in_process(feedback, url, "--ledger", str(state))
     assert result.code == ExitCode.DELIVERY_FAILED
     assert uncertain_rows(state) == 0
+
+
+# -- lines are what convert writes ----------------------------------------------------------
+
+
+def test_a_bom_or_crlf_handoff_is_refused_before_anything_is_sent(tmp_path: Path) -> None:
+    canonical = make_feedback(tmp_path, 5).read_bytes()
+    lines = canonical.splitlines(keepends=True)
+    bom = tmp_path / "bom" / "feedback.jsonl"
+    crlf = tmp_path / "crlf" / "feedback.jsonl"
+    for path in (bom, crlf):
+        path.parent.mkdir()
+    bom.write_bytes(b"\xef\xbb\xbf" + canonical)
+    crlf.write_bytes(b"".join(lines[:2]) + lines[2].replace(b"\n", b"\r\n") + b"".join(lines[3:]))
+    third = len(lines[0]) + len(lines[1]) + len(lines[2]) - 1  # where its CR is
+    state = tmp_path / "ledger.sqlite3"
+    with portkey_stub() as stub:
+        refused_bom = replay_in_process(bom, stub.url, "--ledger", str(state), quiet=False)
+        refused_crlf = replay_in_process(crlf, stub.url, "--ledger", str(state), quiet=False)
+        assert stub.state.requests == 0
+    assert refused_bom.code == refused_crlf.code == ExitCode.BAD_INPUT
+    assert refused_bom.stderr.strip().splitlines() == [
+        f"owui-replay: error: {bom}: line 1 (byte 0) starts with a UTF-8 byte order mark: "
+        "convert writes LF line ends and no byte order mark, and replay sends each line's "
+        "bytes as they are; restore convert's file (or convert again): nothing was sent"
+    ]
+    assert f"{crlf}: line 3 (byte {third}) ends in CR LF" in refused_crlf.stderr
+    assert uncertain_rows(state) == 0 and not (tmp_path / "bom" / "feedback.failed.jsonl").exists()
+
+
+def test_the_portkey_stand_in_refuses_a_bom_as_nodes_json_parse_does() -> None:
+    import requests
+
+    with portkey_stub() as stub:
+        body = b'{"trace_id":"t","value":1}'
+        headers = {"x-portkey-api-key": API_KEY, "Content-Type": "application/json"}
+        with_bom = requests.post(f"{stub.url}/feedback", data=b"\xef\xbb\xbf" + body,
+                                 headers=headers, timeout=5)  # fmt: skip
+        plain = requests.post(f"{stub.url}/feedback", data=body, headers=headers, timeout=5)
+    assert with_bom.status_code == 400 and "Unexpected token" in with_bom.text
+    assert plain.status_code == 200
