@@ -7,6 +7,7 @@ records every byte it was sent.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import ssl
 from collections.abc import Iterator
@@ -210,3 +211,31 @@ def test_the_portkey_stand_in_refuses_a_bom_as_nodes_json_parse_does() -> None:
         plain = requests.post(f"{stub.url}/feedback", data=body, headers=headers, timeout=5)
     assert with_bom.status_code == 400 and "Unexpected token" in with_bom.text
     assert plain.status_code == 200
+
+
+# -- a definite answer is not an uncertain attempt ------------------------------------------
+
+
+def test_a_5xx_or_429_answer_is_not_counted_as_a_possible_copy(tmp_path: Path) -> None:
+    """The server answered: nothing was stored, so the retry that succeeds is the only copy."""
+    from tests.portkey_stub import Fault
+
+    feedback = make_feedback(tmp_path, 3)
+    state = tmp_path / "ledger.sqlite3"
+    faults = [Fault("500"), Fault("503"), Fault("429", retry_after="0"), Fault("502")]
+    with portkey_stub(faults=faults) as stub:
+        result = replay_in_process(
+            feedback, stub.url, "--concurrency", "1", "--ledger", str(state), "--json"
+        )
+        counts = stub.state.feedback_counts()
+    assert result.code == ExitCode.OK, result.stderr
+    assert sum(stub.state.statuses[s] for s in (500, 502, 503, 429)) == 4
+    doc = json.loads(result.stdout)
+    assert doc["retries"] == 4 and doc["posted"] == 3 and doc["extra_copies"] == 0, doc
+    assert set(counts.values()) == {1}
+    db = sqlite3.connect(f"file:{state}?mode=ro", uri=True)
+    try:
+        row = db.execute("SELECT SUM(extra_copies), SUM(unknown) FROM ratings").fetchone()
+    finally:
+        db.close()
+    assert tuple(row) == (0, 0)
