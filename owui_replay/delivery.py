@@ -254,6 +254,7 @@ class Deliverer:
         self._next_flight = 0
         self._writers = 0  # workers writing to the state, the journal or the failed file
         self._abandoned = False  # the run ended under workers still waiting for answers
+        self._left_behind: list[Request] | None = None  # their requests, once abandoned
 
     # -- the run ----------------------------------------------------------------------
 
@@ -301,8 +302,10 @@ class Deliverer:
             self._abandoned = True
             while self._writers:
                 self._changed.wait(0.05)
-            flights = [f.request for f in self._flights.values() if f.intended]
-            self._flights.clear()
+            if self._left_behind is None:  # once, even when a further signal came in between
+                self._left_behind = [f.request for f in self._flights.values() if f.intended]
+                self._flights.clear()
+            flights = self._left_behind
         why = "abandoned at the stop without an answer (Portkey may hold it)"
         for request in flights:
             self.journal.retry(request.lines, why, ambiguous=True)

@@ -77,8 +77,7 @@ def _check_canonical(path: Path, number: int, offset: int, raw: bytes) -> None:
         )
     if raw.endswith(b"\r\n"):
         raise InputError(
-            f"{path}: line {number} (byte {offset + len(raw) - 2}) ends in CR LF: "
-            + NOT_CANONICAL
+            f"{path}: line {number} (byte {offset + len(raw) - 2}) ends in CR LF: " + NOT_CANONICAL
         )
 
 
