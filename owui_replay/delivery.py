@@ -312,11 +312,12 @@ class Deliverer:
         posts = sum(1 for r in flights if r.method == "POST")
         self.stats.abandoned = len(flights)
         self.stats.unanswered += posts
-        self.stats.stop_detail = (
-            f"interrupted: {plural(len(flights), 'request')} got no answer within "
-            f"{self.options.stop_grace:g} s and were left; the next run announces them as "
-            "uncertain and sends them again"
-        )
+        if flights and self.stats.stop_reason is StopReason.INTERRUPTED:
+            self.stats.stop_detail = (
+                f"interrupted: left {plural(len(flights), 'request')} without an answer after "
+                f"{self.options.stop_grace:g} s; Portkey may hold them: the next run announces "
+                "them as uncertain and sends them again"
+            )
 
     @contextmanager
     def _recording(self) -> Iterator[bool]:
