@@ -140,6 +140,21 @@ def test_a_missing_ca_bundle_is_a_usage_error_before_anything_else(tmp_path: Pat
     assert not (tmp_path / "feedback.journal.jsonl").exists()
 
 
+def test_a_missing_requests_ca_bundle_stops_the_run_without_an_uncertain_rating(
+    tmp_path: Path,
+) -> None:
+    """REQUESTS_CA_BUNDLE naming a missing file fails inside requests before it connects."""
+    feedback = make_feedback(tmp_path, 4)
+    state = tmp_path / "ledger.sqlite3"
+    with tls_portkey(trustme.CA()) as stub, environment(REQUESTS_CA_BUNDLE=str(tmp_path / "x")):
+        url = stub.url.replace("http://", "https://")
+        result = replay_in_process(feedback, url, "--ledger", str(state), quiet=False)
+        assert stub.state.requests == 0
+    assert uncertain_rows(state) == 0
+    assert result.code == ExitCode.DELIVERY_FAILED, result.stderr
+    assert "TLS setup failed" in result.stderr and "Traceback" not in result.stderr
+
+
 def test_a_refused_proxy_is_not_an_uncertain_attempt(tmp_path: Path) -> None:
     ca = trustme.CA()
     bundle = ca_bundle(ca, tmp_path)
