@@ -10,6 +10,7 @@ the tool turns into its own orderly stop (state saved, partial files removed), a
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -17,9 +18,12 @@ from types import FrameType
 
 INTERRUPTED = 130  # ExitCode.INTERRUPTED, without importing errors.py here
 _raising = False  # True while main() can turn KeyboardInterrupt into an orderly stop
+_received = False  # a stop signal came in
 
 
 def _stop(signum: int, frame: FrameType | None) -> None:
+    global _received
+    _received = True
     if _raising:
         raise KeyboardInterrupt
     os.write(2, b"owui-replay: interrupted\n")
@@ -38,9 +42,24 @@ def main() -> int:
         _raising = True
         from owui_replay.cli import main as cli_main
 
-        return cli_main()
+        code = cli_main()
     except KeyboardInterrupt:
         sys.stderr.write("owui-replay: interrupted\n")
-        return INTERRUPTED
+        code = INTERRUPTED
     finally:
         _raising = False
+    if _received:
+        _exit(code)
+    return code
+
+
+def _exit(code: int) -> None:
+    """Exit with CODE now. CPython 3.11 marks a KeyboardInterrupt that left an exec() of a
+    string (a dataclass or namedtuple being built when the signal came) as unhandled even
+    when it was caught, and then ends the process by SIGINT instead of its exit code: after a
+    stop signal, the tool's own cleanup is done by now, so the streams are flushed and the
+    interpreter's finalisation skipped."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    os._exit(code)
