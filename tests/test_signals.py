@@ -207,10 +207,9 @@ def test_sync_stops_on_sigterm_while_portkey_never_answers(tmp_path: Path) -> No
 
 def test_a_stop_signal_reaches_the_handler_through_the_console_script_module() -> None:
     """`python -m owui_replay` and the console script both start at owui_replay.entry."""
-    import tomllib
-
-    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
-    assert scripts == {"owui-replay": "owui_replay.entry:main"}
+    pyproject = (ROOT / "pyproject.toml").read_text("utf-8")  # no tomllib on Python 3.10
+    scripts = pyproject.split("[project.scripts]\n", 1)[1].split("\n\n", 1)[0]
+    assert scripts.strip() == 'owui-replay = "owui_replay.entry:main"'
     first = (ROOT / "owui_replay" / "__main__.py").read_text()
     assert "from owui_replay.entry import main" in first.split('"""', 2)[2].lstrip()[:40]
     with environment(OWUI_REPLAY_TRACEBACK=""):

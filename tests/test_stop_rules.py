@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from owui_replay.convert import dumps_line
+from owui_replay.converting import dumps_line
 from owui_replay.errors import ExitCode
 from tests.portkey_stub import portkey_stub
 from tests.replay_helpers import journal_events, replay_in_process
