@@ -64,7 +64,7 @@ def scan_feedback(
 BOM = b"\xef\xbb\xbf"
 NOT_CANONICAL = (
     "convert writes LF line ends and no byte order mark, and replay sends each line's bytes "
-    "as they are; restore convert's file (or convert again): nothing was sent"
+    "as they are; restore convert's file (or convert again)"
 )
 
 

@@ -209,7 +209,7 @@ def test_a_bom_or_crlf_handoff_is_refused_before_anything_is_sent(tmp_path: Path
     assert refused_bom.stderr.strip().splitlines() == [
         f"owui-replay: error: {bom}: line 1 (byte 0) starts with a UTF-8 byte order mark: "
         "convert writes LF line ends and no byte order mark, and replay sends each line's "
-        "bytes as they are; restore convert's file (or convert again): nothing was sent"
+        "bytes as they are; restore convert's file (or convert again)"
     ]
     assert f"{crlf}: line 3 (byte {third}) ends in CR LF" in refused_crlf.stderr
     assert uncertain_rows(state) == 0 and not (tmp_path / "bom" / "feedback.failed.jsonl").exists()
