@@ -1231,6 +1231,9 @@ def _sigterm_as_interrupt() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield  # signals can only be handled on the main thread
         return
+    if callable(signal.getsignal(signal.SIGTERM)):
+        yield  # owui_replay.entry's handler (the console script) already does this
+        return
     previous = signal.signal(signal.SIGTERM, handler)
     try:
         yield
