@@ -274,7 +274,7 @@ class Deliverer:
                 time.sleep(0.05)
                 self._progress()
         except KeyboardInterrupt:
-            self._halt(StopReason.INTERRUPTED, "interrupted: in-flight requests were answered")
+            self._halt(StopReason.INTERRUPTED, "interrupted: no request was left without an answer")
             self._land_or_abandon()
         self.stats.throttled = self.limiter.throttled
         self._progress()
