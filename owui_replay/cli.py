@@ -153,6 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_state(commands)
     _add_sync(commands)
     _add_config(commands)
+    _add_listen(commands)
     _add_completion(commands)
     return parser
 
@@ -714,6 +715,184 @@ def run_sync(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> Exit
     if args.json:
         stdout.write(json.dumps(result.as_dict(), indent=2, ensure_ascii=False) + "\n")
     return result.exit_code
+
+
+LISTEN_EPILOG = """\
+example:
+  export OPENWEBUI_BASE_URL=https://openwebui.example.com OPENWEBUI_TOKEN=...  # an admin's
+  export PORTKEY_API_KEY=...            # and PORTKEY_BASE_URL when self-hosted
+  owui-replay listen --listen 127.0.0.1:8787 --public-url https://hooks.example.com \\
+      --register
+  curl -s http://127.0.0.1:8787/healthz
+
+Open WebUI posts each feedback event to PUBLIC_URL/events/SECRET; the listener fetches the
+record it names with its own token and sends Portkey what it lacks. It reconciles with
+Open WebUI's /ids list at start-up and every --reconcile-every. SIGTERM stops it within 5 s
+(exit 130); the state stays consistent at any point.
+"""
+
+
+def _duration(text: str) -> float:
+    """Seconds from 90, 90s, 10m or 1h."""
+    units = {"s": 1.0, "m": 60.0, "h": 3600.0}
+    raw = text.strip().lower()
+    factor = units.get(raw[-1:])
+    number = raw[:-1] if factor else raw
+    try:
+        value = float(number) * (factor or 1.0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration (90, 90s, 10m, 1h)") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be more than 0")
+    return value
+
+
+def _host_port(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not HOST:PORT (e.g. 127.0.0.1:8787)")
+    return host, int(port)
+
+
+def _add_listen(commands: Any) -> None:
+    p = commands.add_parser(
+        "listen",
+        help="a live mirror: receive Open WebUI's feedback events, send Portkey the changes",
+        description="A long-running service. Each feedback event from Open WebUI is a hint: "
+        "the record is fetched with OPENWEBUI_TOKEN (an admin's), converted as convert does "
+        "and sent as replay sends (POST new, PUT changed, skip identical). Ratings deleted in "
+        "Open WebUI are withdrawn (weight 0, metadata.withdrawn). Same variables as sync.",
+        epilog=LISTEN_EPILOG,
+    )
+    p.add_argument(
+        "--listen",
+        required=True,
+        type=_host_port,
+        metavar="HOST:PORT",
+        help="address to receive events on (port 0: any free port)",
+    )
+    p.add_argument(
+        "--public-url",
+        metavar="URL",
+        help="the address Open WebUI reaches the listener at (default http://HOST:PORT); "
+        "events go to URL/events/SECRET",
+    )
+    p.add_argument(
+        "--register",
+        action="store_true",
+        help="create or update the webhook in Open WebUI through its admin API (by name)",
+    )
+    p.add_argument(
+        "--webhook-name",
+        default="owui-replay",
+        metavar="NAME",
+        help="the webhook's name in Open WebUI, with --register (default owui-replay)",
+    )
+    p.add_argument(
+        "--secret-file",
+        metavar="FILE",
+        help="the events path secret (default $OWUI_REPLAY_EVENTS_SECRET, else made once "
+        "and kept in WORKDIR/events.secret)",
+    )
+    p.add_argument(
+        "--reconcile-every",
+        type=_duration,
+        default=600.0,
+        metavar="DURATION",
+        help="compare with Open WebUI's /ids list this often, e.g. 90s, 10m (default 10m)",
+    )
+    p.add_argument(
+        "--max-withdraw",
+        type=_int_range(0, 10**9),
+        default=10,
+        metavar="N",
+        help="a deleted_all event or a reconcile that would withdraw more than N ratings "
+        "withdraws none and says so (default 10)",
+    )
+    p.add_argument(
+        "--no-withdraw",
+        action="store_true",
+        help="never withdraw ratings deleted in Open WebUI",
+    )
+    p.add_argument(
+        "--workdir",
+        metavar="DIR",
+        help="events secret, journal and failed file (default $XDG_STATE_HOME/owui-replay/listen)",
+    )
+    p.add_argument(
+        "--openwebui-url", metavar="URL", help="Open WebUI address (default $OPENWEBUI_BASE_URL)"
+    )
+    p.add_argument(
+        "--token-file", metavar="FILE", help="read the token from FILE instead of $OPENWEBUI_TOKEN"
+    )
+    p.add_argument(
+        "--openwebui-timeout",
+        type=_positive_float,
+        default=30.0,
+        metavar="S",
+        help="seconds to wait for Open WebUI's answer (default 30)",
+    )
+    _add_tls_options(p)
+    _add_mapping_options(p)
+    _add_delivery_options(p, url_flag="--portkey-url")
+    p.add_argument("-q", "--quiet", action="store_true", help="no log lines on stderr")
+    p.set_defaults(handler=run_listen)
+
+
+def run_listen(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> ExitCode:
+    import time
+    from pathlib import Path
+
+    from owui_replay.listen import ListenSettings, default_workdir, start
+    from owui_replay.secrets import load_secret
+    from owui_replay.urls import checked_base_url, normalized_url
+
+    host, port = args.listen
+    settings = ListenSettings(
+        host=host,
+        port=port,
+        openwebui_url=checked_base_url(
+            openwebui_base(args.openwebui_url, "--openwebui-url"),
+            allow_insecure_http=args.allow_insecure_http,
+            name="Open WebUI URL",
+        ),
+        replay=replay_settings(args),
+        mapping=mapping_options(args),
+        workdir=Path(args.workdir) if args.workdir else default_workdir(),
+        public_url=normalized_url(args.public_url, name="--public-url")
+        if args.public_url
+        else None,
+        reconcile_every=args.reconcile_every,
+        max_withdraw=args.max_withdraw,
+        withdraw=not args.no_withdraw,
+        register=args.register,
+        webhook_name=args.webhook_name,
+        secret_file=Path(args.secret_file) if args.secret_file else None,
+        openwebui_timeout=args.openwebui_timeout,
+        verify_tls=args.ca_bundle or True,
+    )
+    token = load_secret("OPENWEBUI_TOKEN", args.token_file, "--token-file")
+    api_key = load_secret("PORTKEY_API_KEY", args.api_key_file, "--api-key-file")
+
+    def log(text: str) -> None:
+        if not args.quiet:
+            stamp = time.strftime("%H:%M:%S")
+            stderr.write(f"{PROG}: listen: {stamp} {text}\n")
+            stderr.flush()
+
+    running = start(settings, token, api_key, log)
+    try:
+        with _sigterm_as_interrupt():
+            while running.listener.fatal is None:
+                time.sleep(0.2)
+    except KeyboardInterrupt:
+        pass
+    fatal = running.listener.fatal
+    finished = running.shutdown(grace=4.5)
+    if fatal is not None:
+        raise fatal
+    log("stopped" if finished else "stopped; in-flight work abandoned (announced on next start)")
+    return ExitCode.INTERRUPTED
 
 
 STATE_EPILOG = """\

@@ -1,0 +1,144 @@
+"""Open WebUI's small admin calls the listener needs: the /ids list, one record, webhooks.
+
+Built on download.OpenWebUI's session (same identity, TLS and timeout settings). Unlike the
+export download, a 404 is an answer here (a deleted record), so every call returns what the
+server said and raises only when it cannot be told: OpenWebUIDown for no answer or a 5xx (the
+listener retries later and reports it in /healthz), ReplayError(AUTH) for a refused token.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import requests
+
+from owui_replay.download import OpenWebUI, _reason
+from owui_replay.errors import ExitCode, InputError, ReplayError
+
+IDS_PATH = "/api/v1/evaluations/feedbacks/all/ids"
+RECORD_PATH = "/api/v1/evaluations/feedback/"
+WEBHOOKS_PATH = "/api/events/webhooks"
+FEEDBACK_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
+
+
+class OpenWebUIDown(ReplayError):
+    """No usable answer from Open WebUI (unreachable, timeout, 5xx): try again later."""
+
+    code = ExitCode.NETWORK
+
+
+@dataclass(frozen=True)
+class IdEntry:
+    id: str
+    updated_at: int
+
+
+class LiveOpenWebUI:
+    def __init__(self, client: OpenWebUI) -> None:
+        self.client = client
+
+    def _call(self, method: str, path: str, body: Any = None) -> requests.Response:
+        client = self.client
+        headers = {"Authorization": f"Bearer {client.token.reveal()}"}
+        try:
+            response = client.session.request(
+                method,
+                client.base + path,
+                headers=headers,
+                json=body,
+                timeout=client.timeout,
+                verify=client.verify,
+            )
+        except requests.exceptions.RequestException as exc:
+            raise OpenWebUIDown(
+                f"{client.host}: {method} {path}: {client.token.redact(_reason(exc))}"
+            ) from None
+        if response.status_code in (401, 403):
+            raise ReplayError(
+                f"{client.host}: {method} {path} refused the token (HTTP "
+                f"{response.status_code}): OPENWEBUI_TOKEN must be an admin's token or API key",
+                ExitCode.AUTH,
+            )
+        if "html" in response.headers.get("Content-Type", "").lower():
+            raise InputError(
+                f"{client.base}{path} answered a web page, not Open WebUI's API: "
+                "OPENWEBUI_BASE_URL should be the address you open Open WebUI at (and the "
+                "server 0.12 or later for events, 0.6.42 or later for /ids)"
+            )
+        if response.status_code >= 500:
+            raise OpenWebUIDown(
+                f"{client.host}: {method} {path} answered HTTP {response.status_code}"
+            )
+        return response
+
+    def ids(self) -> list[IdEntry]:
+        """Every feedback record's id and updated_at, in one response."""
+        response = self._call("GET", IDS_PATH)
+        if response.status_code != 200:
+            raise OpenWebUIDown(
+                f"{self.client.host}: GET {IDS_PATH} answered HTTP {response.status_code}"
+            )
+        body = _json(response, IDS_PATH)
+        if not isinstance(body, list):
+            raise OpenWebUIDown(f"{self.client.host}: GET {IDS_PATH}: not a JSON list")
+        out = []
+        for i, item in enumerate(body):
+            ok = isinstance(item, dict) and isinstance(item.get("id"), str)
+            updated = item.get("updated_at") if ok else None
+            if not ok or isinstance(updated, bool) or not isinstance(updated, (int, float)):
+                raise OpenWebUIDown(
+                    f"{self.client.host}: GET {IDS_PATH}: entry {i} has no id and updated_at"
+                )
+            out.append(IdEntry(item["id"], int(updated)))
+        return out
+
+    def record(self, feedback_id: str) -> Any | None:
+        """The record as in the export, or None when the server says it does not exist."""
+        if not FEEDBACK_ID.fullmatch(feedback_id):
+            return None  # never put an odd id into a URL path; no such record can exist
+        path = RECORD_PATH + feedback_id
+        response = self._call("GET", path)
+        if response.status_code == 404:
+            return None
+        if response.status_code != 200:
+            raise OpenWebUIDown(
+                f"{self.client.host}: GET {path} answered HTTP {response.status_code}"
+            )
+        return _json(response, path)
+
+    # -- webhooks -------------------------------------------------------------------------
+
+    def register(self, name: str, url: str, events: list[str]) -> str:
+        """Create or update the webhook called NAME; returns created, updated or unchanged."""
+        listed = _json(self._ok(self._call("GET", WEBHOOKS_PATH), WEBHOOKS_PATH), WEBHOOKS_PATH)
+        mine = [w for w in listed if isinstance(w, dict) and w.get("name") == name]
+        wanted = {"name": name, "url": url, "enabled": True, "events": events}
+        if not mine:
+            self._ok(self._call("POST", WEBHOOKS_PATH, wanted), WEBHOOKS_PATH)
+            return "created"
+        hook = mine[0]
+        if all(hook.get(k) == v for k, v in wanted.items()):
+            return "unchanged"
+        path = f"{WEBHOOKS_PATH}/{hook.get('id')}"
+        self._ok(self._call("PUT", path, {k: v for k, v in wanted.items() if k != "name"}), path)
+        return "updated"
+
+    def _ok(self, response: requests.Response, path: str) -> requests.Response:
+        if response.status_code != 200:
+            raise ReplayError(
+                f"{self.client.host}: {path} answered HTTP {response.status_code}: event "
+                "webhooks need Open WebUI 0.12 or later (or add it by hand: Admin Panel > "
+                "Settings > Events)",
+                ExitCode.ERROR,
+            )
+        return response
+
+
+def _json(response: requests.Response, path: str) -> Any:
+    try:
+        return json.loads(response.content)
+    except ValueError:
+        raise OpenWebUIDown(f"{path}: the answer is not JSON") from None

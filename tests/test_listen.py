@@ -1,0 +1,264 @@
+"""listen: the live mirror, against the live Open WebUI stand-in and the Portkey stand-in.
+
+The listener runs in this process (its HTTP server and worker on threads) except where it is
+killed for real (test_listen_kill.py). Open WebUI posts events from its own threads 20-60 ms
+after each change, without retry; Portkey's stand-in records every POST and PUT.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from owui_replay.errors import ExitCode
+from owui_replay.listen import ListenSettings, Running, start
+from owui_replay.mapping import MappingOptions
+from owui_replay.replay import ReplaySettings
+from owui_replay.secrets import Secret
+from tests.conftest import REAL_EXPORT, environment, run_cli
+from tests.openwebui_live_stub import (
+    ACTOR,
+    RECORD,
+    LiveServer,
+    event_body,
+    live_openwebui,
+    new_rating,
+)
+from tests.openwebui_stub import ADMIN_TOKEN
+from tests.portkey_stub import API_KEY, StubServer, portkey_stub
+
+
+def thumbs() -> list[dict[str, Any]]:
+    """The real export's records that convert writes (8 of them)."""
+    return [r for r in json.loads(REAL_EXPORT.read_text()) if r.get("snapshot")]
+
+
+@dataclass
+class Mirror:
+    running: Running
+    owui: LiveServer
+    portkey: StubServer
+    lines: list[str] = field(default_factory=list)
+
+    @property
+    def events_url(self) -> str:
+        return self.running.listener.events_url()
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.running.server.port}"
+
+    def health(self) -> tuple[int, dict[str, Any]]:
+        answer = requests.get(self.base + "/healthz", timeout=5)
+        return answer.status_code, answer.json()
+
+    def holds(self) -> dict[str, list[dict[str, Any]]]:
+        """What Portkey holds per feedback id: each stored copy with its PUTs applied."""
+        state = self.portkey.state
+        with state.lock:
+            copies = {fid: copy.deepcopy(p) for fid, p in state.stored}
+            for fid, body in state.updates:
+                copies[fid].update(body)
+        out: dict[str, list[dict[str, Any]]] = {}
+        for item in copies.values():
+            out.setdefault(item["metadata"]["feedback_id"], []).append(item)
+        return out
+
+
+def settings_for(tmp: Path, owui: LiveServer, pk: StubServer, **extra: Any) -> ListenSettings:
+    values: dict[str, Any] = {
+        "host": "127.0.0.1",
+        "port": 0,
+        "openwebui_url": owui.url,
+        "replay": ReplaySettings(base_url=pk.url, state_path=tmp / "ledger.sqlite3"),
+        "mapping": MappingOptions(),
+        "workdir": tmp / "work",
+        "register": True,
+        "reconcile_every": 600.0,
+    }
+    values.update(extra)
+    return ListenSettings(**values)
+
+
+@contextmanager
+def stand_ins(
+    records: list[dict[str, Any]], **portkey: Any
+) -> Iterator[tuple[StubServer, LiveServer]]:
+    with portkey_stub(**portkey) as pk, live_openwebui() as owui:
+        for record in records:
+            owui.owui.records[record["id"]] = copy.deepcopy(record)
+        yield pk, owui
+
+
+@contextmanager
+def listening(tmp: Path, pk: StubServer, owui: LiveServer, **extra: Any) -> Iterator[Mirror]:
+    lines: list[str] = []
+    running = start(
+        settings_for(tmp, owui, pk, **extra),
+        Secret(ADMIN_TOKEN, "test"),
+        Secret(API_KEY, "test"),
+        lines.append,
+    )
+    try:
+        yield Mirror(running, owui, pk, lines)
+    finally:
+        assert running.shutdown(grace=4.5)
+
+
+@contextmanager
+def mirror(tmp: Path, records: list[dict[str, Any]], **extra: Any) -> Iterator[Mirror]:
+    with stand_ins(records) as (pk, owui), listening(tmp, pk, owui, **extra) as m:
+        yield m
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    end = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < end, "timed out"
+        time.sleep(0.01)
+
+
+def reconciled(m: Mirror, count: int = 1) -> Callable[[], bool]:
+    return lambda: sum(line.startswith("reconciled:") for line in m.lines) >= count
+
+
+def test_live_create_flip_delete_reach_portkey_within_a_second(tmp_path: Path) -> None:
+    records = thumbs()
+    with mirror(tmp_path, records[:6]) as m:
+        wait_for(reconciled(m))
+        assert len(m.portkey.state.stored) == 6  # the start-up reconcile sent what was there
+        (hook,) = m.owui.owui.webhooks.values()
+        assert hook["url"] == m.events_url and hook["events"] == ["feedback.*"]
+        owui = m.owui.owui
+
+        created = owui.create(new_rating(records[6], 1))
+        began = time.monotonic()
+        wait_for(lambda: created in m.holds(), 1.0)
+        latency = time.monotonic() - began
+        owui.update(created, -1)
+        wait_for(lambda: m.holds()[created][0]["value"] == -1, 1.0)
+        owui.delete(created)
+        wait_for(lambda: m.holds()[created][0]["weight"] == 0, 1.0)
+        (copy_,) = m.holds()[created]
+        assert copy_["value"] == -1 and copy_["metadata"]["withdrawn"] == "true"
+        wait_for(lambda: m.health()[1]["queue_depth"] == 0)
+        status, doc = m.health()
+    assert latency < 1.0
+    assert status == 200 and doc["status"] == "ok" and doc["queue_depth"] == 0
+    assert doc["sent"] == {"posted": 7, "updated": 1, "withdrawn": 1, "refused": 0}
+    assert doc["counts"]["withdrawn"] == 1 and doc["counts"]["held"] == 6
+    assert len(m.portkey.state.stored) == 7 and len(m.portkey.state.updates) == 2
+    assert any(f"{created}: withdrawn" in line for line in m.lines)
+    # the actor's name and email went nowhere: not to Portkey, not to disk, not to the log
+    sent = json.dumps([m.portkey.state.stored, m.portkey.state.updates])
+    on_disk = b"".join(p.read_bytes() for p in tmp_path.rglob("*") if p.is_file())
+    for secret in (ACTOR["name"], ACTOR["email"]):
+        assert secret not in sent and secret.encode() not in on_disk
+    assert ADMIN_TOKEN not in "\n".join(m.lines) and API_KEY not in "\n".join(m.lines)
+
+
+def test_a_rating_recreated_after_its_withdrawal_is_new(tmp_path: Path) -> None:
+    records = thumbs()
+    with mirror(tmp_path, records[:1]) as m:
+        wait_for(reconciled(m))
+        m.owui.owui.delete(records[0]["id"])
+        wait_for(lambda: m.running.listener.health.sent["withdrawn"] == 1)
+        again = m.owui.owui.create(new_rating(records[0], 1))  # a new id, as Open WebUI makes
+        wait_for(lambda: again in m.holds())
+    assert len(m.portkey.state.stored) == 2 and m.holds()[again][0]["weight"] == 1
+
+
+def test_forged_events_and_wrong_paths_send_nothing(tmp_path: Path) -> None:
+    records = thumbs()
+    with mirror(tmp_path, records) as m:
+        wait_for(reconciled(m))
+        requests_before = m.portkey.state.requests
+        sample = event_body("feedback.updated", records[0]["id"], {"rating": 1})
+
+        def forged(kind: str, subject: str, data: Any = None) -> dict[str, Any]:
+            return event_body(kind, subject, {"rating": 1 if data is None else data})
+
+        answers = [
+            # real ids with lies about them: fetched, found unchanged, not sent
+            requests.post(m.events_url, json=forged("feedback.updated", records[0]["id"], -9)),
+            requests.post(m.events_url, json=forged("feedback.deleted", records[1]["id"])),
+            requests.post(m.events_url, json=forged("feedback.created", "no-such-rating")),
+            requests.post(m.events_url, json=forged("feedback.deleted_all", "all")),
+        ]  # fmt: skip
+        assert [a.status_code for a in answers] == [200] * 4
+        refused = {
+            "odd subject": requests.post(m.events_url, json=forged("feedback.updated", "../../x")),
+            "not an event": requests.post(m.events_url, data=b"{not json"),
+            "other event": requests.post(m.events_url, json=forged("chat.created", "x")),
+            "wrong secret": requests.post(m.base + "/events/not-the-secret", json=sample),
+            "no secret": requests.post(m.base + "/events/", json=sample),
+            "other path": requests.post(m.base + "/", json=sample),
+            "GET events": requests.get(m.events_url),
+            "PUT events": requests.put(m.events_url, json=sample),
+            "POST healthz": requests.post(m.base + "/healthz", json=sample),
+            "oversized": requests.post(m.events_url, data=b" " * (64 * 1024 + 1)),
+        }
+        codes = {name: answer.status_code for name, answer in refused.items()}
+        wait_for(lambda: m.running.listener.live.queue_depth() == 0)
+        wait_for(reconciled(m, 2))  # the forged deleted_all made it reconcile: nothing gone
+        time.sleep(0.3)
+        fetched = {p[len(RECORD) :] for _, p in m.owui.owui.requests if p.startswith(RECORD)}
+    assert codes == {
+        "odd subject": 400, "not an event": 400, "other event": 400, "wrong secret": 404,
+        "no secret": 404, "other path": 404, "GET events": 405, "PUT events": 405,
+        "POST healthz": 405, "oversized": 413,
+    }  # fmt: skip
+    assert m.portkey.state.requests == requests_before  # nothing sent
+    # what was refused was not fetched: only real ids and the well-formed unknown one were
+    assert fetched == {r["id"] for r in records} | {"no-such-rating"}
+    assert not any(": withdrawn" in line for line in m.lines)
+
+
+def test_a_mass_deletion_over_the_cap_withdraws_nothing_and_says_so(tmp_path: Path) -> None:
+    with stand_ins(thumbs()) as (pk, owui):
+        with listening(tmp_path, pk, owui, max_withdraw=5) as m:
+            wait_for(reconciled(m))
+            assert len(pk.state.stored) == 8
+            owui.owui.delete_all()
+            wait_for(reconciled(m, 2))  # the deleted_all event made it reconcile
+            status, doc = m.health()
+            assert pk.state.updates == []
+        refusal = doc["refusal"]
+        assert status == 200 and refusal["would_withdraw"] == 8 and refusal["max_withdraw"] == 5
+        assert "none withdrawn" in refusal["message"]
+        (said,) = [line for line in m.lines if line.startswith("refused:")]
+        assert "8 ratings disappeared" in said and "--max-withdraw 5" in said
+        with listening(tmp_path, pk, owui, max_withdraw=5) as again:
+            wait_for(reconciled(again))  # still over the cap after a restart: still nothing
+        assert pk.state.updates == [] and any(x.startswith("refused:") for x in again.lines)
+        with listening(tmp_path, pk, owui, max_withdraw=8) as person:  # a person raised it
+            wait_for(reconciled(person))
+            status, doc = person.health()
+        assert len(pk.state.updates) == 8 and {b["weight"] for _, b in pk.state.updates} == {0}
+        assert doc["refusal"] is None and doc["counts"]["withdrawn"] == 8
+
+
+def test_cli_refuses_a_bad_token_at_start_up(tmp_path: Path) -> None:
+    with (
+        portkey_stub() as pk,
+        live_openwebui() as owui,
+        environment(
+            OPENWEBUI_BASE_URL=owui.url,
+            OPENWEBUI_TOKEN="wrong-token",
+            PORTKEY_API_KEY=API_KEY,
+            PORTKEY_BASE_URL=pk.url,
+        ),
+    ):
+        result = run_cli(
+            "listen", "--listen", "127.0.0.1:0", "--workdir", str(tmp_path / "w"), "-q"
+        )
+    assert result.code == ExitCode.AUTH, result.stderr
+    assert "refused the token" in result.stderr and "wrong-token" not in result.stderr
