@@ -186,6 +186,7 @@ class Listener:
         self._lines = 0
         self.fatal: ReplayError | None = None  # a failure no retry mends (set by the worker)
         self.reconciled = False
+        self.registered = False
         self.public = settings.public  # the bound port replaces port 0 once known
         settings.workdir.mkdir(parents=True, exist_ok=True)
         self.events_secret, self.secret_source = load_events_secret(settings)
@@ -331,6 +332,10 @@ class Listener:
         return max(0.01, min(1.0, min(due) - now))
 
     def _step(self) -> bool:
+        if self.settings.register and not self.registered:  # retried like any call
+            outcome = self.register()
+            self.registered = True
+            self.log(f"webhook {self.settings.webhook_name!r} {outcome} for {', '.join(EVENTS)}")
         now = time.monotonic()
         if now >= self._reconcile_due:
             self.reconcile()
@@ -532,6 +537,7 @@ class Listener:
         item.sending = True
         put_id = known.portkey_id if verdict is LineState.CHANGED and known else None
         item.put = put_id is not None
+        self.live.note_sending(item.subject, payload)
         return Send(self._next_line(), rating, put_id=put_id), raw
 
     def _prepare_withdrawal(self, item: _Item) -> tuple[Send, bytes] | None:
@@ -546,7 +552,14 @@ class Listener:
         original = rating_of(seen.payload, dumps_line(seen.payload))
         known = self.state.lookup(original.key)
         if known is None or not known.portkey_id:
-            self.log(f"{item.subject}: deleted, but Portkey never said which feedback holds it")
+            if known is not None and (known.unknown or known.portkey_id == ""):
+                copies = known.unknown or 1
+                self.log(
+                    f"{item.subject}: deleted in Open WebUI, but cannot be withdrawn: Portkey "
+                    "never said which feedback holds it, so Portkey may hold up to "
+                    f"{copies} extra copies of it"
+                )
+            self.live.forget_payload(item.subject)
             return None
         payload = withdrawn_payload(seen.payload)
         raw = dumps_line(payload)
@@ -572,6 +585,11 @@ class Listener:
             self._deliverer = None
         with self.health.lock:
             self.health.sent["refused"] += stats.refused
+        if stats.extra_copies:
+            self.log(
+                f"Portkey may hold up to {stats.extra_copies} extra copies: POSTs that got no "
+                "answer were sent again"
+            )
         if stats.stop_reason is not None and not self.stop.is_set():
             self._failing("portkey", f"{stats.stop_reason.value}: {stats.stop_detail}")
             self.stop.wait(1.0)  # the round is retried: its hints stay queued
@@ -662,7 +680,8 @@ def start(
     api_key: Secret,
     log: Callable[[str], None],
 ) -> Running:
-    """Open the state, bind the port, (register,) then start receiving and reconciling."""
+    """Open the state, bind the port, start receiving; the worker registers the webhook
+    (with --register) and reconciles, retrying while Open WebUI does not answer."""
     listener = Listener(settings, token, api_key, log)
     try:
         prefix = urlsplit(settings.public_url).path if settings.public_url else ""
@@ -677,10 +696,7 @@ def start(
             ) from None
         if settings.public_url is None:
             listener.public = f"http://{settings.host}:{server.port}"
-        if settings.register:
-            outcome = listener.register()
-            listener.log(f"webhook {settings.webhook_name!r} {outcome} for {', '.join(EVENTS)}")
-        else:
+        if not settings.register:
             listener.log(
                 f"add a webhook in Open WebUI ({WHERE_TO_PASTE}), events {', '.join(EVENTS)}, "
                 f"URL {listener.public.rstrip('/')}/events/SECRET, where SECRET is "

@@ -185,6 +185,26 @@ class LiveState:
                  int(keep_payload)),
             )  # fmt: skip
 
+    def note_sending(self, key: str, payload: dict[str, Any]) -> None:
+        """Before a send leaves: Portkey may hold this payload from now on (so a deletion
+        finds it), while the version stays unseen until the send has an outcome."""
+        text = json.dumps(payload, ensure_ascii=False, sort_keys=True)
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO live_ratings (endpoint, rating_key, source, payload) "
+                "VALUES (?1, ?2, ?3, ?4) ON CONFLICT (endpoint, rating_key) DO UPDATE SET "
+                "source = ?3, payload = ?4, withdrawn_at = NULL",
+                (self.endpoint, key, self.source, text),
+            )
+
+    def forget_payload(self, key: str) -> None:
+        """Nothing at Portkey can be withdrawn for this rating (said once, then dropped)."""
+        with self._lock:
+            self._db.execute(
+                "UPDATE live_ratings SET payload = NULL WHERE endpoint = ? AND rating_key = ?",
+                (self.endpoint, key),
+            )
+
     def mark_withdrawn(self, key: str) -> None:
         with self._lock:
             self._db.execute(

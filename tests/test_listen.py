@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -176,6 +177,29 @@ def test_a_rating_recreated_after_its_withdrawal_is_new(tmp_path: Path) -> None:
     assert len(m.portkey.state.stored) == 2 and m.holds()[again][0]["weight"] == 1
 
 
+def test_a_second_change_within_the_same_second_is_not_missed(tmp_path: Path) -> None:
+    """updated_at has one-second resolution: a flip in the second the listener fetched the
+    record in looks unchanged in /ids; its event lost too, only a later fetch can see it."""
+    records = thumbs()
+    with stand_ins([]) as (pk, owui), listening(tmp_path, pk, owui) as m:
+        wait_for(reconciled(m))
+        (hook,) = owui.owui.webhooks.values()
+        for _attempt in range(3):
+            hook["enabled"] = True
+            while time.time() % 1 > 0.3:  # start early in a second
+                time.sleep(0.01)
+            fid = owui.owui.create(new_rating(records[0], 1))
+            first = owui.owui.records[fid]["updated_at"]
+            wait_for(lambda fid=fid: fid in m.holds(), 1.0)  # fetched and POSTed as +1
+            hook["enabled"] = False  # the flip's event is lost
+            owui.owui.update(fid, -1)
+            if owui.owui.records[fid]["updated_at"] == first:
+                break
+        assert owui.owui.records[fid]["updated_at"] == first, "no flip within one second"
+        wait_for(lambda: m.holds()[fid][0]["value"] == -1, 4.0)
+    assert [body["value"] for _, body in pk.state.updates] == [-1]
+
+
 def test_forged_events_and_wrong_paths_send_nothing(tmp_path: Path) -> None:
     records = thumbs()
     with mirror(tmp_path, records) as m:
@@ -244,6 +268,40 @@ def test_a_mass_deletion_over_the_cap_withdraws_nothing_and_says_so(tmp_path: Pa
             status, doc = person.health()
         assert len(pk.state.updates) == 8 and {b["weight"] for _, b in pk.state.updates} == {0}
         assert doc["refusal"] is None and doc["counts"]["withdrawn"] == 8
+
+
+def test_a_hint_is_on_disk_before_200_and_health_fails_after_a_reconcile_period(
+    tmp_path: Path,
+) -> None:
+    records = thumbs()
+    with stand_ins(records[:2]) as (pk, owui):
+        owui.owui.api_error = 500  # Open WebUI is failing from the start
+        with listening(tmp_path, pk, owui, reconcile_every=0.3) as m:
+            answer = requests.post(
+                m.events_url, json=event_body("feedback.created", records[0]["id"], {"rating": 1})
+            )
+            assert answer.status_code == 200
+            db = sqlite3.connect(tmp_path / "ledger.sqlite3")
+            rows = db.execute("SELECT * FROM live_hints").fetchall()
+            db.close()
+            time.sleep(0.5)
+            failing = m.health()
+            owui.owui.api_error = None
+            wait_for(lambda: len(pk.state.stored) == 2, 10.0)
+            wait_for(lambda: m.health()[0] == 200 and m.health()[1]["queue_depth"] == 0)
+            recovered = m.health()[1]
+            (hook,) = owui.owui.webhooks.values()  # registered once Open WebUI answered
+            assert hook["url"] == m.events_url
+    (row,) = rows  # the hint: which rating and what happened to it, nothing of the actor
+    assert row[3:5] == (records[0]["id"], "feedback.created")
+    assert not any(ACTOR["email"] in str(v) or ACTOR["name"] == v for v in row)
+    assert failing[0] == 503 and failing[1]["status"] == "failing: openwebui"
+    assert (
+        failing[1]["queue_depth"] == 1 and failing[1]["last_event"]["event"] == "feedback.created"
+    )
+    assert "HTTP 500" in failing[1]["last_error"]
+    assert recovered["queue_depth"] == 0 and recovered["failing_since"]["openwebui"] is None
+    assert any("Open WebUI failing" in line for line in m.lines)
 
 
 def test_cli_refuses_a_bad_token_at_start_up(tmp_path: Path) -> None:
