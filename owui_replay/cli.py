@@ -884,14 +884,18 @@ def run_listen(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> Ex
     try:
         with _sigterm_as_interrupt():
             while running.listener.fatal is None:
-                time.sleep(0.2)
+                time.sleep(0.05)
     except KeyboardInterrupt:
         pass
     fatal = running.listener.fatal
-    finished = running.shutdown(grace=4.5)
+    finished = running.shutdown(grace=4.0)  # within 5 s of the signal, all told
     if fatal is not None:
         raise fatal
-    log("stopped" if finished else "stopped; in-flight work abandoned (announced on next start)")
+    if not finished:  # a request still in flight: every step so far is committed, so leave
+        log("stopped; in-flight work abandoned (the next start announces what it may cost)")
+        stderr.flush()
+        os._exit(int(ExitCode.INTERRUPTED))  # not waiting for a fetch thread's 30 s timeout
+    log("stopped")
     return ExitCode.INTERRUPTED
 
 

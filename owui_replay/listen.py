@@ -587,8 +587,8 @@ class Listener:
             self.health.sent["refused"] += stats.refused
         if stats.extra_copies:
             self.log(
-                f"Portkey may hold up to {stats.extra_copies} extra copies: POSTs that got no "
-                "answer were sent again"
+                f"extra copies Portkey may hold: {stats.extra_copies} (POSTs that got no answer "
+                "were sent again)"
             )
         if stats.stop_reason is not None and not self.stop.is_set():
             self._failing("portkey", f"{stats.stop_reason.value}: {stats.stop_detail}")
@@ -705,7 +705,9 @@ def start(
     except BaseException:
         listener.close()
         raise
-    threading.Thread(target=server.serve_forever, name="listen-http", daemon=True).start()
+    threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.1}, name="listen-http", daemon=True
+    ).start()
     worker = threading.Thread(target=listener.run, name="listen-worker", daemon=True)
     worker.start()
     listener.log(

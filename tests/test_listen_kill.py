@@ -24,7 +24,7 @@ from owui_replay.errors import ExitCode
 from tests.conftest import ROOT
 from tests.openwebui_live_stub import LiveServer, live_openwebui, new_rating
 from tests.openwebui_stub import ADMIN_TOKEN
-from tests.portkey_stub import API_KEY, StubServer, portkey_stub
+from tests.portkey_stub import API_KEY, Fault, StubServer, portkey_stub
 from tests.test_listen import thumbs
 
 TRIALS = 4
@@ -205,3 +205,32 @@ def test_sigkill_at_random_points_then_restart_mirrors_exactly_and_announces_cop
     assert extra <= announced, report
     assert code == ExitCode.INTERRUPTED and stopped_in < 5.0, (code, stopped_in)
     assert owui.owui.posted["dropped"] > 0  # events were lost while it was down
+
+
+def test_sigterm_abandons_a_request_stuck_in_flight_within_5_s_and_the_next_start_announces_it(
+    tmp_path: Path,
+) -> None:
+    template = thumbs()[0]
+    with portkey_stub(faults=[Fault("slow", seconds=30)]) as pk, live_openwebui() as owui:
+        owui.owui.records[template["id"]] = copy.deepcopy(template)
+        listener = Listener(tmp_path, owui, pk)
+        listener.wait_listening()
+        end = time.monotonic() + 5
+        while not pk.state.stored:  # Portkey stored the POST and is slow to answer
+            assert time.monotonic() < end
+            time.sleep(0.01)
+        began = time.monotonic()
+        listener.process.send_signal(signal.SIGTERM)
+        code = listener.process.wait(10)
+        stopped_in = time.monotonic() - began
+        again = Listener(tmp_path, owui, pk)
+        again.wait_listening()
+        end = time.monotonic() + 5
+        while len(pk.state.stored) < 2:
+            assert time.monotonic() < end, again.lines
+            time.sleep(0.01)
+        again.process.send_signal(signal.SIGTERM)
+        again.process.wait(10)
+    assert code == ExitCode.INTERRUPTED and stopped_in < 5.0, (code, stopped_in)
+    assert any("in-flight work abandoned" in line for line in listener.lines)
+    assert again.announced() == 1, "\n".join(again.lines)  # announced before it left
