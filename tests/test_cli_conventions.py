@@ -22,6 +22,7 @@ MINIMAL = {  # enough positionals and required options for each command to parse
     "inspect": ["export.json"],
     "state": [],
     "sync": [],
+    "listen": ["--listen", "127.0.0.1:0"],
     "completion": ["bash"],
     "config": [],
 }

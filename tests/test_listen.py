@@ -163,7 +163,8 @@ def test_live_create_flip_delete_reach_portkey_within_a_second(tmp_path: Path) -
     on_disk = b"".join(p.read_bytes() for p in tmp_path.rglob("*") if p.is_file())
     for secret in (ACTOR["name"], ACTOR["email"]):
         assert secret not in sent and secret.encode() not in on_disk
-    assert ADMIN_TOKEN not in "\n".join(m.lines) and API_KEY not in "\n".join(m.lines)
+    secrets = (ADMIN_TOKEN, API_KEY, m.running.listener.events_secret.reveal())
+    assert not any(secret in line for secret in secrets for line in m.lines)
 
 
 def test_a_rating_recreated_after_its_withdrawal_is_new(tmp_path: Path) -> None:
@@ -302,6 +303,49 @@ def test_a_hint_is_on_disk_before_200_and_health_fails_after_a_reconcile_period(
     assert "HTTP 500" in failing[1]["last_error"]
     assert recovered["queue_depth"] == 0 and recovered["failing_since"]["openwebui"] is None
     assert any("Open WebUI failing" in line for line in m.lines)
+
+
+def test_no_withdraw_keeps_deleted_ratings_and_says_so(tmp_path: Path) -> None:
+    records = thumbs()
+    with mirror(tmp_path, records[:3], withdraw=False) as m:
+        wait_for(reconciled(m))
+        m.owui.owui.delete(records[0]["id"])
+        wait_for(lambda: any("--no-withdraw" in line for line in m.lines))
+    assert m.portkey.state.updates == [] and len(m.portkey.state.stored) == 3
+
+
+def test_register_is_idempotent_by_name_and_without_it_the_log_says_where_to_paste(
+    tmp_path: Path,
+) -> None:
+    with stand_ins([]) as (pk, owui):
+        owui.owui.webhooks["other"] = {"id": "other", "name": "someone else's", "url": "x",
+                                       "enabled": True, "events": ["chat.*"]}  # fmt: skip
+        with listening(tmp_path, pk, owui, port=0) as first:
+            wait_for(reconciled(first))
+        with listening(tmp_path, pk, owui, public_url=first.base) as second:
+            wait_for(reconciled(second))  # the same URL as the first: nothing to change
+        with listening(tmp_path, pk, owui, register=False) as manual:
+            wait_for(reconciled(manual))
+        hooks = [h for h in owui.owui.webhooks.values() if h["name"] == "owui-replay"]
+    assert len(owui.owui.webhooks) == 2 and len(hooks) == 1
+    assert any("webhook 'owui-replay' created for feedback.*" in x for x in first.lines)
+    assert any("'owui-replay' unchanged" in line for line in second.lines)
+    (said,) = [line for line in manual.lines if "Admin Panel > Settings > Events" in line]
+    assert "/events/SECRET" in said and "events.secret" in said
+    assert manual.running.listener.events_secret.reveal() not in said
+    secret_file = tmp_path / "work" / "events.secret"
+    assert secret_file.stat().st_mode & 0o777 == 0o600
+
+
+def test_events_are_received_under_the_public_url_path_too() -> None:
+    from owui_replay.listen_server import Receiver
+
+    receiver = Receiver(lambda s, e: None, lambda: (200, {}), "s" * 20, "/hooks/")
+    assert receiver.route("/hooks/events/" + "s" * 20) == "events"
+    assert receiver.route("/events/" + "s" * 20) == "events"  # a proxy that strips the prefix
+    assert receiver.route("/hooks/healthz") == receiver.route("/healthz") == "healthz"
+    for path in ("/hooks/events/" + "s" * 19, "/events/" + "s" * 21, "/other/events/" + "s" * 20):
+        assert receiver.route(path) is None, path
 
 
 def test_cli_refuses_a_bad_token_at_start_up(tmp_path: Path) -> None:
