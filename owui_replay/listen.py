@@ -184,6 +184,7 @@ class Listener:
         self._reconcile_due = 0.0  # monotonic; 0: at once
         self._deliverer: Deliverer | None = None
         self._lines = 0
+        self._portkey_backoff = 1.0  # seconds before a round Portkey stopped is tried again
         self.fatal: ReplayError | None = None  # a failure no retry mends (set by the worker)
         self.reconciled = False
         self.registered = False
@@ -304,6 +305,10 @@ class Listener:
                 worked = False
                 self.stop.wait(backoff)
                 backoff = min(backoff * 2, 60.0)
+            except Exception as exc:  # a bug or a broken disk: stop, so a supervisor sees it
+                self.fatal = ReplayError(f"the worker failed: {type(exc).__name__}: {exc}")
+                self.stop.set()
+                return
             if not worked and not self.stop.is_set():
                 self.wake.wait(self._idle_seconds())
                 self.wake.clear()
@@ -592,8 +597,12 @@ class Listener:
             )
         if stats.stop_reason is not None and not self.stop.is_set():
             self._failing("portkey", f"{stats.stop_reason.value}: {stats.stop_detail}")
-            self.stop.wait(1.0)  # the round is retried: its hints stay queued
+            self.stop.wait(self._portkey_backoff)  # the round is retried: its hints stay
+            self._portkey_backoff = min(
+                self._portkey_backoff * 2, max(1.0, self.settings.reconcile_every / 4), 60.0
+            )
         elif stats.acked:
+            self._portkey_backoff = 1.0
             self._recovered("portkey")
 
     def _conclude(self, item: _Item) -> None:

@@ -305,6 +305,22 @@ def test_a_hint_is_on_disk_before_200_and_health_fails_after_a_reconcile_period(
     assert any("Open WebUI failing" in line for line in m.lines)
 
 
+def test_portkey_refusing_the_key_makes_health_fail_then_recover(tmp_path: Path) -> None:
+    records = thumbs()
+    with stand_ins(records[:2]) as (pk, owui):
+        pk.state.api_key = "pk-a-rotated-key"  # every request now answers 401
+        with listening(tmp_path, pk, owui, reconcile_every=0.3) as m:
+            wait_for(lambda: m.health()[0] == 503, 5.0)
+            failing = m.health()[1]
+            pk.state.api_key = API_KEY
+            wait_for(lambda: len(pk.state.stored) == 2, 10.0)
+            wait_for(lambda: m.health()[0] == 200)
+    assert failing["status"] == "failing: portkey" and "auth" in failing["last_error"]
+    assert API_KEY not in json.dumps(failing)
+    assert set(pk.state.feedback_counts().values()) == {1}
+    assert any(line.startswith("Portkey answers again") for line in m.lines)
+
+
 def test_no_withdraw_keeps_deleted_ratings_and_says_so(tmp_path: Path) -> None:
     records = thumbs()
     with mirror(tmp_path, records[:3], withdraw=False) as m:
