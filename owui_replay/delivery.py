@@ -222,6 +222,8 @@ class Flight:
 
 
 class Deliverer:
+    poll_seconds = 0.05  # how often run() looks whether its workers are done (listen: less)
+
     def __init__(
         self,
         client: PortkeyClient,
@@ -271,7 +273,7 @@ class Deliverer:
                     self._live += 1  # before start: the worker counts itself out at its end
                 threading.Thread(target=self._worker, name=f"replay-{i}", daemon=True).start()
             while self._live:
-                time.sleep(0.05)
+                time.sleep(self.poll_seconds)
                 self._progress()
         except KeyboardInterrupt:
             self._halt(StopReason.INTERRUPTED, "interrupted: no request was left without an answer")

@@ -581,6 +581,7 @@ class Listener:
         deliverer = Deliverer(
             self.portkey, self.state, self.journal, self.failed, self.replay.delivery
         )
+        deliverer.poll_seconds = 0.002  # a round is a few requests: its end is latency
         self._deliverer = deliverer
         if self.stop.is_set():
             deliverer.stop.set()
