@@ -46,7 +46,7 @@ from owui_replay.download import OpenWebUI
 from owui_replay.errors import ReplayError, UsageError
 from owui_replay.journal import Journal
 from owui_replay.listen_server import ListenServer, Receiver
-from owui_replay.live_state import SETTLE_SECONDS, LiveState, Seen
+from owui_replay.live_state import SETTLE_SECONDS, LiveState
 from owui_replay.mapping import Mapper, MappingOptions, Skip
 from owui_replay.openwebui_live import LiveOpenWebUI, OpenWebUIDown
 from owui_replay.portkey_client import PortkeyClient
@@ -408,7 +408,7 @@ class Listener:
             if self.stop.is_set():
                 return
             fetched += len(self._round(stale[i : i + CHUNK]))
-        gone = sorted(k for k, s in seen.items() if k not in present and _held(s))
+        gone = sorted(k for k, s in seen.items() if k not in present and s.held)
         withdrawn = self._withdraw_missing(gone)
         summary = {
             "at": _iso(started),
@@ -548,7 +548,7 @@ class Listener:
     def _prepare_withdrawal(self, item: _Item) -> tuple[Send, bytes] | None:
         seen = self.live.seen(item.subject)
         item.done = True
-        if seen is None or seen.source != self.source or not _held(seen):
+        if seen is None or seen.source != self.source or not seen.held:
             return None  # never received from this Open WebUI, or already withdrawn
         if not self.settings.withdraw:
             self.log(f"{item.subject}: deleted in Open WebUI; not withdrawn (--no-withdraw)")
@@ -646,10 +646,6 @@ class Listener:
     def _next_line(self) -> int:
         self._lines += 1
         return self._lines
-
-
-def _held(seen: Seen) -> bool:
-    return seen.payload is not None and not seen.withdrawn
 
 
 def withdrawn_payload(payload: dict[str, Any]) -> dict[str, Any]:

@@ -74,8 +74,9 @@ class Seen:
     updated_at: int | None
     seen_since: float | None
     settled: bool
-    payload: dict[str, Any] | None
+    held: bool  # Portkey may hold a payload from us that is not withdrawn
     withdrawn: bool
+    payload: dict[str, Any] | None = None  # read by seen() only, not by all_seen()
 
 
 class LiveState:
@@ -142,21 +143,21 @@ class LiveState:
         if row is None:
             return None
         payload = json.loads(row[4]) if row[4] else None
-        return Seen(row[0], row[1], row[2], bool(row[3]), payload, row[5] is not None)
+        withdrawn = row[5] is not None
+        held = payload is not None and not withdrawn
+        return Seen(row[0], row[1], row[2], bool(row[3]), held, withdrawn, payload)
 
     def all_seen(self) -> dict[str, Seen]:
-        """Every rating this endpoint received from this source."""
+        """Every rating this endpoint received from this source (without the payloads: a
+        reconcile of a large history must not hold them all)."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT rating_key, source, seen_updated_at, seen_since, settled, payload, "
-                "withdrawn_at FROM live_ratings WHERE endpoint = ? AND source = ?",
+                "SELECT rating_key, source, seen_updated_at, seen_since, settled, "
+                "payload IS NOT NULL AND withdrawn_at IS NULL, withdrawn_at IS NOT NULL "
+                "FROM live_ratings WHERE endpoint = ? AND source = ?",
                 (self.endpoint, self.source),
             ).fetchall()
-        return {
-            r[0]: Seen(r[1], r[2], r[3], bool(r[4]), json.loads(r[5]) if r[5] else None,
-                       r[6] is not None)
-            for r in rows
-        }  # fmt: skip
+        return {r[0]: Seen(r[1], r[2], r[3], bool(r[4]), bool(r[5]), bool(r[6])) for r in rows}
 
     def record_fetch(
         self,

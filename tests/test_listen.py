@@ -380,3 +380,30 @@ def test_cli_refuses_a_bad_token_at_start_up(tmp_path: Path) -> None:
         )
     assert result.code == ExitCode.AUTH, result.stderr
     assert "refused the token" in result.stderr and "wrong-token" not in result.stderr
+
+
+def test_the_listener_tables_are_a_separate_migration_beside_the_delivery_state(
+    tmp_path: Path,
+) -> None:
+    import pytest
+
+    from owui_replay.delivery_state import DeliveryState, list_endpoints
+    from owui_replay.errors import InputError
+    from owui_replay.live_state import LiveState
+
+    path = tmp_path / "ledger.sqlite3"
+    with DeliveryState(path, "http://127.0.0.1:1/v1") as state:
+        state.touch_endpoint()
+    live = LiveState(path, "http://127.0.0.1:1/v1", "http://127.0.0.1:2")
+    live.add_hint("a-rating", "feedback.created")
+    live.close()
+    assert [name for name, _ in list_endpoints(path)] == ["http://127.0.0.1:1/v1"]
+    again = LiveState(path, "http://127.0.0.1:1/v1", "http://127.0.0.1:2")  # migrated once
+    assert [(h.subject, h.event) for h in again.hints()] == [("a-rating", "feedback.created")]
+    again.close()
+    db = sqlite3.connect(path)
+    db.execute("UPDATE live_meta SET value = '99' WHERE key = 'live_format'")
+    db.commit()
+    db.close()
+    with pytest.raises(InputError, match="listener state format 99 is newer"):
+        LiveState(path, "http://127.0.0.1:1/v1", "http://127.0.0.1:2")
