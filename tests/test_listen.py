@@ -407,3 +407,31 @@ def test_the_listener_tables_are_a_separate_migration_beside_the_delivery_state(
     db.close()
     with pytest.raises(InputError, match="listener state format 99 is newer"):
         LiveState(path, "http://127.0.0.1:1/v1", "http://127.0.0.1:2")
+
+
+def test_a_reconcile_reads_what_changed_not_the_history(tmp_path: Path) -> None:
+    """10 changes in a 200-rating history, their events lost: the reconcile reads /ids and the
+    10 records, a small part of what the export would be."""
+    templates = thumbs()
+    history = [new_rating(templates[i % len(templates)], 1) for i in range(200)]
+    with stand_ins(history) as (pk, owui), listening(tmp_path, pk, owui) as m:
+        wait_for(reconciled(m), 30)
+        live = m.running.listener.live
+        wait_for(lambda: all(s.settled for s in live.all_seen().values()), 10)
+        (hook,) = owui.owui.webhooks.values()
+        hook["enabled"] = False  # the changes' events are lost
+        changed = [r["id"] for r in history[::20]]
+        for fid in changed:
+            owui.owui.update(fid, -1)
+        with owui.owui.lock:
+            owui.owui.bytes_served.clear()
+            owui.owui.requests.clear()
+        requests.post(m.events_url, json=event_body("feedback.deleted_all", "all", {}))
+        wait_for(reconciled(m, 2), 10)
+        with owui.owui.lock:
+            read = dict(owui.owui.bytes_served)
+            fetched = [p for _, p in owui.owui.requests if p.startswith(RECORD)]
+        export = len(json.dumps(list(owui.owui.current().values())).encode())
+    assert sorted(p[len(RECORD) :] for p in fetched) == sorted(changed)
+    assert sorted(b["metadata"]["feedback_id"] for _, b in pk.state.updates) == sorted(changed)
+    assert read["ids"] + read["record"] < 0.05 * export, (read, export)
