@@ -45,6 +45,7 @@ from owui_replay.delivery_state import (
 from owui_replay.download import OpenWebUI
 from owui_replay.errors import ReplayError, UsageError
 from owui_replay.journal import Journal
+from owui_replay.listen_audit import DailyAudit, today
 from owui_replay.listen_server import ListenServer, Receiver
 from owui_replay.live_state import SETTLE_SECONDS, LiveState
 from owui_replay.mapping import Mapper, MappingOptions, Skip
@@ -230,6 +231,8 @@ class Listener:
         self.record_validator = RecordValidator(OPENWEBUI_SCHEMA)
         self.payload_validator = RecordValidator(PORTKEY_SCHEMA)
         self.pool = ThreadPoolExecutor(FETCH_CONCURRENCY, thread_name_prefix="fetch")
+        self.audit = DailyAudit(settings.workdir, settings.mapping)
+        self._audit_day = ""  # the day whose predecessors are sealed
 
     # -- talking ------------------------------------------------------------------------
 
@@ -337,6 +340,10 @@ class Listener:
         return max(0.01, min(1.0, min(due) - now))
 
     def _step(self) -> bool:
+        if self._audit_day != today():
+            for folder in self.audit.seal_finished_days():
+                self.log(f"audit: sealed {folder} (verify it with verify --export)")
+            self._audit_day = today()
         if self.settings.register and not self.registered:  # retried like any call
             outcome = self.register()
             self.registered = True
@@ -616,6 +623,8 @@ class Listener:
         if known.portkey_id is not None and known.content == item.rating.content:
             item.done = True
             if item.withdraw:
+                assert item.payload is not None
+                self.audit.withdrawn(item.subject, known.portkey_id, item.payload)
                 self.live.mark_withdrawn(item.subject)
                 self._count("withdrawn")
                 self.log(f"{item.subject}: withdrawn (PUT {known.portkey_id}, weight 0)")
@@ -632,6 +641,7 @@ class Listener:
     def _record(self, item: _Item, payload: dict[str, Any] | None, *, keep: bool) -> None:
         if item.record is None:
             return
+        self.audit.record(item.record)
         self.live.record_fetch(
             item.subject, int(item.record["updated_at"]), item.fetched, payload, keep
         )

@@ -435,3 +435,41 @@ def test_a_reconcile_reads_what_changed_not_the_history(tmp_path: Path) -> None:
     assert sorted(p[len(RECORD) :] for p in fetched) == sorted(changed)
     assert sorted(b["metadata"]["feedback_id"] for _, b in pk.state.updates) == sorted(changed)
     assert read["ids"] + read["record"] < 0.05 * export, (read, export)
+
+
+def test_each_day_is_a_handoff_that_verify_and_inspect_accept(tmp_path: Path) -> None:
+    from owui_replay.listen_audit import today
+
+    records = thumbs()
+    with mirror(tmp_path, records[:4]) as m:
+        wait_for(reconciled(m))
+        owui = m.owui.owui
+        owui.update(records[0]["id"], -1)
+        owui.delete(records[1]["id"])
+        wait_for(lambda: m.running.listener.health.sent["withdrawn"] == 1)
+        wait_for(lambda: m.health()[1]["queue_depth"] == 0)
+        day = tmp_path / "work" / "audit" / today()
+        (day / "records.jsonl").open("ab").write(b'{"id": "cut by a cra')  # a crash mid-line
+        owui.update(records[2]["id"], -1)
+        wait_for(lambda: m.holds()[records[2]["id"]][0]["value"] == -1)
+        assert m.running.listener.audit.seal(day)
+        assert not m.running.listener.audit.seal(day)  # sealed once
+    verified = run_cli("verify", str(day / "feedback.jsonl"), "--export", str(day / "export.json"))
+    assert verified.code == ExitCode.OK, verified.stdout + verified.stderr
+    assert run_cli("inspect", str(day / "export.json")).code == ExitCode.OK
+    payloads = [json.loads(line) for line in (day / "feedback.jsonl").read_text().splitlines()]
+    values = {p["metadata"]["feedback_id"]: p["value"] for p in payloads}
+    assert values == {records[0]["id"]: -1, records[1]["id"]: records[1]["data"]["rating"],
+                      records[2]["id"]: -1,
+                      records[3]["id"]: records[3]["data"]["rating"]}  # fmt: skip
+    (withdrawal,) = [json.loads(x) for x in (day / "withdrawn.jsonl").read_text().splitlines()]
+    assert withdrawal["feedback_id"] == records[1]["id"]
+    assert withdrawal["payload"]["weight"] == 0
+    # a day a stopped listener left open is sealed by the next start
+    old = tmp_path / "work" / "audit" / "2000-01-01"
+    old.mkdir()
+    (old / "records.jsonl").write_bytes((day / "records.jsonl").read_bytes())
+    with mirror(tmp_path, []) as again:
+        wait_for(reconciled(again))
+    assert (old / "feedback.manifest.json").is_file()
+    assert any("audit: sealed" in line for line in again.lines)
