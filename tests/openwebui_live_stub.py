@@ -44,8 +44,8 @@ NOT_FOUND = "We could not find what you're looking for :/"
 INSTANCE_ID = "c30a7d01-564e-4bfe-a245-23fc3c018a6c"
 ACTOR = {
     "id": "ad7f6850-368a-4821-a29a-9334da04795f",
-    "name": "Ada",
-    "email": "ada@example.com",
+    "name": "Ada Actor-only-in-events",
+    "email": "ada.actor-only-in-events@example.com",
     "role": "admin",
     "created_at": 1796168484,
     "updated_at": 1796168484,

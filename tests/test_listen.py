@@ -452,6 +452,7 @@ def test_each_day_is_a_handoff_that_verify_and_inspect_accept(tmp_path: Path) ->
         (day / "records.jsonl").open("ab").write(b'{"id": "cut by a cra')  # a crash mid-line
         owui.update(records[2]["id"], -1)
         wait_for(lambda: m.holds()[records[2]["id"]][0]["value"] == -1)
+        wait_for(lambda: m.health()[1]["queue_depth"] == 0)  # its outcome is recorded
         assert m.running.listener.audit.seal(day)
         assert not m.running.listener.audit.seal(day)  # sealed once
     verified = run_cli("verify", str(day / "feedback.jsonl"), "--export", str(day / "export.json"))
