@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from owui_replay.convert import dumps_line
+from owui_replay.converting import dumps_line
 from owui_replay.delivery import Deliverer, FailedFile, Send
 from owui_replay.delivery_state import (
     DeliveryState,
@@ -51,7 +51,7 @@ from owui_replay.live_state import SETTLE_SECONDS, LiveState
 from owui_replay.mapping import Mapper, MappingOptions, Skip
 from owui_replay.openwebui_live import LiveOpenWebUI, OpenWebUIDown
 from owui_replay.portkey_client import PortkeyClient
-from owui_replay.replay import ReplaySettings
+from owui_replay.replaying import ReplaySettings
 from owui_replay.schemas import OPENWEBUI_SCHEMA, PORTKEY_SCHEMA, RecordValidator
 from owui_replay.secrets import Secret, clean_secret
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from owui_replay.atomic import write_bytes_atomic
-from owui_replay.convert import convert
+from owui_replay.converting import convert
 from owui_replay.handoff import HandoffPaths
 from owui_replay.mapping import MappingOptions
 

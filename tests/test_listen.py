@@ -22,7 +22,7 @@ import requests
 from owui_replay.errors import ExitCode
 from owui_replay.listen import ListenSettings, Running, start
 from owui_replay.mapping import MappingOptions
-from owui_replay.replay import ReplaySettings
+from owui_replay.replaying import ReplaySettings
 from owui_replay.secrets import Secret
 from tests.conftest import REAL_EXPORT, environment, run_cli
 from tests.openwebui_live_stub import (

@@ -20,6 +20,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from owui_replay.errors import ExitCode
 from tests.conftest import ROOT
 from tests.openwebui_live_stub import LiveServer, live_openwebui, new_rating
@@ -159,6 +161,7 @@ def said(lines: list[str]) -> set[str]:
     return {m.group(1) for line in lines for m in UNWITHDRAWABLE.finditer(line)}
 
 
+@pytest.mark.slow
 def test_sigkill_at_random_points_then_restart_mirrors_exactly_and_announces_copies(
     tmp_path: Path,
 ) -> None:
