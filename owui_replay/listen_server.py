@@ -147,3 +147,7 @@ class ListenServer(ThreadingHTTPServer):
     @property
     def port(self) -> int:
         return int(self.server_address[1])
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that timed out or broke off mid-request: nothing was recorded for it, and
+        it is not worth a traceback on the service's stderr."""

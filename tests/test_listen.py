@@ -474,3 +474,24 @@ def test_each_day_is_a_handoff_that_verify_and_inspect_accept(tmp_path: Path) ->
         wait_for(reconciled(again))
     assert (old / "feedback.manifest.json").is_file()
     assert any("audit: sealed" in line for line in again.lines)
+
+
+def test_a_client_that_breaks_off_mid_body_records_nothing_and_prints_no_traceback(
+    tmp_path: Path, capfd: Any
+) -> None:
+    import socket
+    from urllib.parse import urlsplit
+
+    with mirror(tmp_path, []) as m:
+        wait_for(reconciled(m))
+        path = urlsplit(m.events_url).path
+        with socket.create_connection(("127.0.0.1", m.running.server.port)) as raw:
+            raw.sendall(
+                f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                "Content-Length: 400\r\n\r\n".encode()
+                + json.dumps(event_body("feedback.created", "abc", {"rating": 1})).encode()[:40]
+            )
+        time.sleep(0.3)
+        depth = m.health()[1]["queue_depth"]
+    assert depth == 0 and m.owui.owui.requests.count(("GET", RECORD + "abc")) == 0
+    assert "Traceback" not in capfd.readouterr().err
