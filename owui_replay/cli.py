@@ -848,6 +848,12 @@ def run_listen(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> Ex
     from owui_replay.urls import checked_base_url, normalized_url
 
     host, port = args.listen
+    if args.public_url is None and host.strip("[]") in ("0.0.0.0", "::", ""):
+        raise UsageError(
+            f"--listen {host}:{port} listens on every address, so it is not an address Open "
+            "WebUI can post to: pass --public-url with the one it reaches (e.g. "
+            f"--public-url http://owui-replay:{port or 8787})"
+        )
     settings = ListenSettings(
         host=host,
         port=port,

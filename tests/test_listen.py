@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
@@ -495,3 +496,33 @@ def test_a_client_that_breaks_off_mid_body_records_nothing_and_prints_no_traceba
         depth = m.health()[1]["queue_depth"]
     assert depth == 0 and m.owui.owui.requests.count(("GET", RECORD + "abc")) == 0
     assert "Traceback" not in capfd.readouterr().err
+
+
+def test_a_wildcard_listen_address_needs_a_public_url(tmp_path: Path) -> None:
+    with environment(OPENWEBUI_BASE_URL="http://127.0.0.1:9", OPENWEBUI_TOKEN=ADMIN_TOKEN,
+                     PORTKEY_API_KEY=API_KEY):  # fmt: skip
+        result = run_cli("listen", "--listen", "0.0.0.0:8787", "--workdir", str(tmp_path))
+    assert result.code == ExitCode.USAGE
+    assert "pass --public-url" in result.stderr and not list(tmp_path.iterdir())
+
+
+def test_a_second_listener_on_the_same_state_and_endpoint_refuses_to_start(
+    tmp_path: Path,
+) -> None:
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    with mirror(tmp_path, []) as m:
+        wait_for(reconciled(m))
+        second = subprocess.run(
+            [sys.executable, "-m", "owui_replay", "listen", "--listen", "127.0.0.1:0",
+             "--ledger", str(tmp_path / "ledger.sqlite3"), "--workdir", str(tmp_path / "w2")],
+            capture_output=True, text=True, timeout=30,
+            env={**os.environ, "PYTHONPATH": str(ROOT), "OPENWEBUI_BASE_URL": m.owui.url,
+                 "OPENWEBUI_TOKEN": ADMIN_TOKEN, "PORTKEY_API_KEY": API_KEY,
+                 "PORTKEY_BASE_URL": m.portkey.url},
+        )  # fmt: skip
+    assert second.returncode == ExitCode.BUSY, second.stderr
+    assert "another owui-replay run is sending to" in second.stderr
