@@ -834,7 +834,7 @@ def _add_listen(commands: Any) -> None:
     )
     _add_tls_options(p)
     _add_mapping_options(p)
-    _add_delivery_options(p, url_flag="--portkey-url")
+    _add_delivery_options(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no log lines on stderr")
     p.set_defaults(handler=run_listen)
 
@@ -843,7 +843,7 @@ def run_listen(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> Ex
     import time
     from pathlib import Path
 
-    from owui_replay.listen import ListenSettings, default_workdir, start
+    from owui_replay.listen import ListenSettings, default_workdir, start, state_in
     from owui_replay.secrets import load_secret
     from owui_replay.urls import checked_base_url, normalized_url
 
@@ -854,6 +854,7 @@ def run_listen(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> Ex
             "WebUI can post to: pass --public-url with the one it reaches (e.g. "
             f"--public-url http://owui-replay:{port or 8787})"
         )
+    workdir = Path(args.workdir) if args.workdir else default_workdir()
     settings = ListenSettings(
         host=host,
         port=port,
@@ -862,9 +863,9 @@ def run_listen(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> Ex
             allow_insecure_http=args.allow_insecure_http,
             name="Open WebUI URL",
         ),
-        replay=replay_settings(args),
+        replay=state_in(workdir, replay_settings(args)),
         mapping=mapping_options(args),
-        workdir=Path(args.workdir) if args.workdir else default_workdir(),
+        workdir=workdir,
         public_url=normalized_url(args.public_url, name="--public-url")
         if args.public_url
         else None,

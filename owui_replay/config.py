@@ -53,7 +53,7 @@ READS: dict[str, tuple[str, ...]] = {
 # A key that a command spells otherwise: (command, table, key) -> that command's option.
 SPELLED: dict[tuple[str, str, str], str] = {
     ("sync", "openwebui", "timeout"): "download_timeout",
-    ("listen", "openwebui", "timeout"): "download_timeout",
+    ("listen", "openwebui", "timeout"): "openwebui_timeout",
 }
 
 # Options the environment also sets: when the variable is set, it wins over the file.

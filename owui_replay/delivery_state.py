@@ -41,6 +41,8 @@ from typing import Any
 from owui_replay.atomic import fsync_dir, partial_path
 from owui_replay.errors import ExitCode, ReplayError, StateError
 
+# `listen` keeps its own tables in the same file, created and versioned by live_state.py
+LISTENER_TABLES = frozenset({"live_meta", "live_hints", "live_ratings"})
 STATE_FORMAT = 3  # 2: no taken_at, no forgotten_at; 1 (0.1.0): table `delivered` only
 LOCK_BASE = 1 << 32  # endpoint locks live above SQLite's own lock bytes (at 1 GiB)
 
@@ -543,7 +545,7 @@ def _identify(db: sqlite3.Connection, path: Path) -> tuple[int, set[str]]:
     ours = {
         0: (set(), {"delivered"}),
         2: ({"ratings", "endpoints"},),
-        3: ({"ratings", "endpoints"},),
+        3: ({"ratings", "endpoints"}, {"ratings", "endpoints", *LISTENER_TABLES}),
     }
     if version not in ours or tables not in ours[version]:
         raise StateError(

@@ -26,7 +26,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -39,6 +39,7 @@ from owui_replay.delivery_state import (
     LineState,
     Rating,
     content_hash,
+    default_state_path,
     judge,
     rating_of,
 )
@@ -66,6 +67,18 @@ WHERE_TO_PASTE = "Admin Panel > Settings > Events > Add webhook"
 def default_workdir() -> Path:
     state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
     return Path(state) / "owui-replay" / "listen"
+
+
+def state_in(workdir: Path, settings: ReplaySettings) -> ReplaySettings:
+    """The listener's delivery state, placed as sync places its own: --ledger when given;
+    else the default state beside the default work directory (the one sync and replay use by
+    default, so an endpoint has one state), and WORKDIR/ledger.sqlite3 beside a work directory
+    of one's own (one volume holds both)."""
+    if settings.state_path is not None:
+        return settings
+    if workdir == default_workdir():
+        return replace(settings, state_path=default_state_path())
+    return replace(settings, state_path=workdir / "ledger.sqlite3")
 
 
 @dataclass(frozen=True)

@@ -3,9 +3,12 @@ from, what it last saw of it, and what it withdrew.
 
 The tables live in the delivery state's SQLite file (one volume, one backup) but belong to
 this module alone: they are created by their own migration step (`live_format` in the
-`live_meta` table), after DeliveryState has migrated its own tables, and the delivery state
-never reads them. Every write is a committed transaction on a connection with
-synchronous=FULL: a hint is on disk before the listener answers 200, even across a power loss.
+`live_meta` table), after DeliveryState has identified and migrated the file, and the
+delivery state never reads them (it only accepts them: delivery_state.LISTENER_TABLES). This
+connection stays open until the listener ends: closing any descriptor of the file would drop
+the endpoint lock DeliveryState holds on it (POSIX locks belong to the process). Every write
+is a committed transaction on a connection with synchronous=FULL: a hint is on disk before the
+listener answers 200, even across a power loss.
 
 - live_hints: one row per received event (subject id and event type only: the actor's name
   and email are never stored). Deleted once its subject has an outcome.
@@ -36,7 +39,7 @@ CREATE TABLE IF NOT EXISTS live_meta (
     value TEXT NOT NULL
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS live_hints (
-    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+    seq         INTEGER PRIMARY KEY,  -- the order received (no AUTOINCREMENT: no extra table)
     endpoint    TEXT NOT NULL,
     source      TEXT NOT NULL,         -- the Open WebUI the listener fetches from
     subject     TEXT NOT NULL,         -- a feedback id, or 'all'

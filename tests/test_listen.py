@@ -388,7 +388,7 @@ def test_the_listener_tables_are_a_separate_migration_beside_the_delivery_state(
 ) -> None:
     import pytest
 
-    from owui_replay.delivery_state import DeliveryState, list_endpoints
+    from owui_replay.delivery_state import LISTENER_TABLES, DeliveryState, list_endpoints
     from owui_replay.errors import InputError
     from owui_replay.live_state import LiveState
 
@@ -399,6 +399,10 @@ def test_the_listener_tables_are_a_separate_migration_beside_the_delivery_state(
     live.add_hint("a-rating", "feedback.created")
     live.close()
     assert [name for name, _ in list_endpoints(path)] == ["http://127.0.0.1:1/v1"]
+    db = sqlite3.connect(path)
+    tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    db.close()
+    assert tables == {"ratings", "endpoints"} | LISTENER_TABLES  # what the state accepts
     again = LiveState(path, "http://127.0.0.1:1/v1", "http://127.0.0.1:2")  # migrated once
     assert [(h.subject, h.event) for h in again.hints()] == [("a-rating", "feedback.created")]
     again.close()
