@@ -52,11 +52,12 @@ from owui_replay.live_state import SETTLE_SECONDS, LiveState
 from owui_replay.mapping import Mapper, MappingOptions, Skip
 from owui_replay.openwebui_live import LiveOpenWebUI, OpenWebUIDown
 from owui_replay.portkey_client import PortkeyClient
-from owui_replay.replaying import ReplaySettings
+from owui_replay.replaying import ReplaySettings, refuse_silent_fresh_start
 from owui_replay.schemas import OPENWEBUI_SCHEMA, PORTKEY_SCHEMA, RecordValidator
 from owui_replay.secrets import Secret, clean_secret
 
 SECRET_FILE = "events.secret"
+JOURNAL = "listen.journal.jsonl"  # read back by the lost-state check, as replay's journals are
 SECRET_ENV = "OWUI_REPLAY_EVENTS_SECRET"
 FETCH_CONCURRENCY = 8
 CHUNK = 64  # records fetched and judged per delivery round (bounds memory on a first start)
@@ -209,8 +210,13 @@ class Listener:
         self.state = DeliveryState(
             self.replay.state_file, self.endpoint, durable=self.replay.power_safe
         )
+        journal = settings.workdir / JOURNAL
         try:
             self.state.lock()
+            if not self.replay.new_state:  # a lost state would send every rating again
+                refuse_silent_fresh_start(
+                    journal.with_name("listen.jsonl"), self.replay, self.state
+                )
             self.state.touch_endpoint()
             self.live = LiveState(self.replay.state_file, self.endpoint, self.source)
         except BaseException:
@@ -233,12 +239,14 @@ class Listener:
         )
         stamp = hashlib.sha256(f"{self.source} {self.endpoint}".encode()).hexdigest()
         self.journal = Journal(
-            settings.workdir / "listen.journal.jsonl",
+            journal,
             input_name="listen",
             input_sha256=stamp,
             lines=0,
         )
-        self.journal.start_run({"endpoint": self.endpoint, "source": self.source})
+        self.journal.start_run(
+            {"endpoint": self.endpoint, "source": self.source, "state": str(self.state.path)}
+        )
         self.failed = FailedFile(settings.workdir / "listen.failed.jsonl")
         self.mapper = Mapper(settings.mapping)
         self.record_validator = RecordValidator(OPENWEBUI_SCHEMA)

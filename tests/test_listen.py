@@ -530,3 +530,27 @@ def test_a_second_listener_on_the_same_state_and_endpoint_refuses_to_start(
         )  # fmt: skip
     assert second.returncode == ExitCode.BUSY, second.stderr
     assert "another owui-replay run is sending to" in second.stderr
+
+
+def test_a_lost_state_is_refused_before_anything_is_sent_again(tmp_path: Path) -> None:
+    import pytest
+
+    from owui_replay.errors import ReplayError
+
+    records = thumbs()
+    with stand_ins(records[:3]) as (pk, owui):
+        with listening(tmp_path, pk, owui) as m:
+            wait_for(reconciled(m))
+        for path in tmp_path.glob("ledger.sqlite3*"):
+            path.unlink()  # the state is lost; the work directory's journal is not
+        with pytest.raises(ReplayError) as refused:
+            start(settings_for(tmp_path, owui, pk), Secret(ADMIN_TOKEN, "t"), Secret(API_KEY, "t"),
+                  print)  # fmt: skip
+        assert len(pk.state.stored) == 3  # nothing sent again
+        replay = ReplaySettings(base_url=pk.url, state_path=tmp_path / "ledger.sqlite3",
+                                new_state=True)  # fmt: skip
+        with listening(tmp_path, pk, owui, replay=replay) as again:  # a person chose to
+            wait_for(reconciled(again))
+    assert refused.value.code == ExitCode.NO_STATE
+    assert "listen.journal.jsonl records 3 deliveries" in str(refused.value)
+    assert "--new-state" in str(refused.value) and len(pk.state.stored) == 6
