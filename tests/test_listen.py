@@ -381,6 +381,7 @@ def test_cli_refuses_a_bad_token_at_start_up(tmp_path: Path) -> None:
         )
     assert result.code == ExitCode.AUTH, result.stderr
     assert "refused the token" in result.stderr and "wrong-token" not in result.stderr
+    assert result.stderr.count("\n") == 1  # -q: the error, and no log line before it
 
 
 def test_the_listener_tables_are_a_separate_migration_beside_the_delivery_state(
