@@ -22,7 +22,7 @@ from owui_replay._version import __version__
 _HOMES = {
     "convert": "converting",
     "ConvertResult": "converting",
-    "DeliveryOptions": "delivery",
+    "DeliveryOptions": "settings",
     "StopReason": "delivery",
     "DeliveryState": "delivery_state",
     "LineState": "delivery_state",
@@ -37,14 +37,14 @@ _HOMES = {
     "inspect_export": "inspecting",
     "MappingOptions": "mapping",
     "ReplayResult": "replaying",
-    "ReplaySettings": "replaying",
+    "ReplaySettings": "settings",
     "dry_run": "replaying",
     "replay": "replaying",
     "Secret": "secrets",
     "openwebui_token": "secrets",
     "portkey_key": "secrets",
     "SyncResult": "syncing",
-    "SyncSettings": "syncing",
+    "SyncSettings": "settings",
     "sync": "syncing",
     "Approval": "verifying",
     "Report": "verifying",
@@ -70,7 +70,7 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:
     from owui_replay.converting import ConvertResult, convert
-    from owui_replay.delivery import DeliveryOptions, StopReason
+    from owui_replay.delivery import StopReason
     from owui_replay.delivery_state import (
         DeliveryState,
         LineState,
@@ -80,9 +80,10 @@ if TYPE_CHECKING:
     from owui_replay.errors import ExitCode, InputError, ReplayError, UsageError
     from owui_replay.inspecting import ExportStats, inspect_export
     from owui_replay.mapping import MappingOptions
-    from owui_replay.replaying import ReplayResult, ReplaySettings, dry_run, replay
+    from owui_replay.replaying import ReplayResult, dry_run, replay
     from owui_replay.secrets import Secret, openwebui_token, portkey_key
-    from owui_replay.syncing import SyncResult, SyncSettings, sync
+    from owui_replay.settings import DeliveryOptions, ReplaySettings, SyncSettings
+    from owui_replay.syncing import SyncResult, sync
     from owui_replay.verifying import Approval, Report, approve, verify
 
 __all__ = [  # noqa: RUF022 - grouped by purpose, not sorted

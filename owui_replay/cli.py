@@ -17,10 +17,16 @@ from typing import IO, TYPE_CHECKING, Any
 from owui_replay._version import __version__
 from owui_replay.errors import EXIT_CODE_HELP, ExitCode, InputError, ReplayError, UsageError
 from owui_replay.mapping import (
-    DEFAULT_TRACE_TEMPLATE,
     TRACE_FIELDS,
     MappingOptions,
     template_fields,
+)
+from owui_replay.settings import (
+    DOWNLOAD_TIMEOUT,
+    DRY_RUN_SAMPLES,
+    DeliveryOptions,
+    ReplaySettings,
+    SyncSettings,
 )
 from owui_replay.timeparse import parse_instant
 from owui_replay.urls import DEFAULT_PORTKEY_BASE
@@ -196,9 +202,9 @@ def _add_samples(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--samples",
         type=_int_range(0, 1000),
-        default=3,
+        default=DRY_RUN_SAMPLES,
         metavar="N",
-        help="payloads to print with --dry-run (default 3)",
+        help="payloads to print with --dry-run (default %(default)s)",
     )
 
 
@@ -206,34 +212,39 @@ def _add_mapping_options(p: argparse.ArgumentParser) -> None:
     """How records become payloads: convert's options, shared with sync."""
     p.add_argument(
         "--trace-id",
-        default=DEFAULT_TRACE_TEMPLATE,
+        default=MappingOptions.trace_template,
         type=_template,
         metavar="TEMPLATE",
-        help=f"trace_id template (default {DEFAULT_TRACE_TEMPLATE!r}); fields: "
+        help="trace_id template (default '%(default)s'); fields: "
         + ", ".join("{" + f + "}" for f in TRACE_FIELDS),
     )
     p.add_argument(
         "--missing-ids",
         choices=("reject", "feedback-id"),
-        default="reject",
+        default=MappingOptions.missing_ids,
         help="a record lacks a field the trace id needs: reject it (default) or use the "
         "feedback id instead, noted in metadata.trace_id_fallback",
     )
     p.add_argument(
         "--thumbs-up-value",
         type=_int_range(-10, 10),
-        default=1,
+        default=MappingOptions.up_value,
         metavar="N",
-        help="value for a thumbs up (default 1)",
+        help="value for a thumbs up (default %(default)s)",
     )
     p.add_argument(
         "--thumbs-down-value",
         type=_int_range(-10, 10),
-        default=-1,
+        default=MappingOptions.down_value,
         metavar="N",
-        help="value for a thumbs down (default -1; some Portkey pages use 0)",
+        help="value for a thumbs down (default %(default)s; some Portkey pages use 0)",
     )
-    p.add_argument("--weight", type=_weight, default=1.0, help="weight 0..1 (default 1)")
+    p.add_argument(
+        "--weight",
+        type=_weight,
+        default=MappingOptions.weight,
+        help="weight 0..1 (default %(default)s)",
+    )
     p.add_argument(
         "--since",
         type=_instant,
@@ -310,7 +321,7 @@ def run_convert(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> E
             args.export,
             output,
             options,
-            samples=args.samples if args.dry_run else 0,
+            samples=args.samples if args.dry_run and not args.json else 0,
             stderr=stderr,
             progress=False if args.quiet else None,
             allow_empty=args.allow_empty,
@@ -384,7 +395,7 @@ def _add_replay(commands: Any) -> None:
     p.add_argument(
         "--start-offset",
         type=_int_range(0, 10**12),
-        default=0,
+        default=ReplaySettings.start_offset,
         metavar="N",
         help="skip the first N lines (0-based line N is the first sent)",
     )
@@ -398,9 +409,10 @@ def _add_replay(commands: Any) -> None:
     p.add_argument(
         "--min-approvals",
         type=_int_range(1, 100),
-        default=1,
+        default=ReplaySettings.min_approvals,
         metavar="N",
-        help="distinct principals that must have signed, with --allowed-signers (default 1)",
+        help="distinct principals that must have signed, with --allowed-signers (default "
+        "%(default)s)",
     )
     _add_skip_approvals(p)
     p.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
@@ -431,9 +443,9 @@ def _add_delivery_options(p: argparse.ArgumentParser, *, url_aliases: tuple[str,
     p.add_argument(
         "--concurrency",
         type=_int_range(1, 64),
-        default=16,
+        default=DeliveryOptions.concurrency,
         metavar="N",
-        help="requests in flight at once (default 16)",
+        help="requests in flight at once (default %(default)s)",
     )
     p.add_argument(
         "--rate",
@@ -444,35 +456,35 @@ def _add_delivery_options(p: argparse.ArgumentParser, *, url_aliases: tuple[str,
     p.add_argument(
         "--batch-size",
         type=_int_range(1, 1000),
-        default=1,
+        default=DeliveryOptions.batch_size,
         metavar="N",
-        help="payloads per request, using Portkey's array form (default 1)",
+        help="payloads per request, using Portkey's array form (default %(default)s)",
     )
     p.add_argument(
         "--retries",
         type=_int_range(0, 100),
-        default=8,
+        default=DeliveryOptions.retries,
         metavar="N",
-        help="retries per request on timeouts, 408, 429 and 5xx (default 8)",
+        help="retries per request on timeouts, 408, 429 and 5xx (default %(default)s)",
     )
     p.add_argument(
         "--timeout",
         type=_positive_float,
-        default=30.0,
+        default=ReplaySettings.timeout,
         metavar="S",
-        help="seconds to wait for Portkey's response (default 30)",
+        help="seconds to wait for Portkey's response (default %(default)s)",
     )
     p.add_argument(
         "--max-retry-after",
         type=_positive_float,
-        default=60.0,
+        default=DeliveryOptions.max_retry_after,
         metavar="S",
-        help="cap on a server's Retry-After (default 60)",
+        help="cap on a server's Retry-After (default %(default)s)",
     )
     p.add_argument(
         "--uncertain",
         choices=("resend", "skip"),
-        default="resend",
+        default=ReplaySettings.uncertain,
         help="ratings whose earlier POST got no answer: resend (default; announced, may "
         "duplicate) or skip (may lose; exit 4)",
     )
@@ -515,15 +527,13 @@ def openwebui_base(given: str | None, flag: str) -> str:
     return base
 
 
-def replay_settings(args: argparse.Namespace) -> Any:
-    """ReplaySettings from replay's options (shared with sync)."""
+def replay_settings(args: argparse.Namespace, **own: Any) -> ReplaySettings:
+    """ReplaySettings from the delivery options replay and sync share; a command passes the
+    options only it has by name (OWN)."""
     from pathlib import Path
 
-    from owui_replay.delivery import DeliveryOptions
-    from owui_replay.replaying import ReplaySettings
-
-    return ReplaySettings(
-        base_url=args.base_url or os.environ.get("PORTKEY_BASE_URL") or DEFAULT_PORTKEY_BASE,
+    return ReplaySettings.from_environment(
+        **({"base_url": args.base_url} if args.base_url else {}),
         allow_insecure_http=args.allow_insecure_http,
         delivery=DeliveryOptions(
             concurrency=args.concurrency,
@@ -534,24 +544,14 @@ def replay_settings(args: argparse.Namespace) -> Any:
         ),
         timeout=args.timeout,
         verify_tls=args.ca_bundle or True,
-        verify_manifest=not getattr(args, "no_verify", False),
-        restart=getattr(args, "restart", False),
-        start_offset=getattr(args, "start_offset", 0),
         uncertain=args.uncertain,
         retry_refused=args.retry_refused,
         state_path=Path(args.ledger) if args.ledger else None,
         new_state=args.new_state,
         send_older=args.send_older,
         power_safe=args.power_safe,
-        allowed_signers=_optional_path(getattr(args, "allowed_signers", None)),
-        min_approvals=getattr(args, "min_approvals", 1),
+        **own,
     )
-
-
-def _optional_path(text: str | None) -> Any:
-    from pathlib import Path
-
-    return Path(text) if text else None
 
 
 def run_replay(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> ExitCode:
@@ -560,7 +560,14 @@ def run_replay(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> Ex
     from owui_replay.replaying import dry_run, replay
     from owui_replay.secrets import load_secret
 
-    settings = replay_settings(args)
+    settings = replay_settings(
+        args,
+        verify_manifest=not args.no_verify,
+        restart=args.restart,
+        start_offset=args.start_offset,
+        allowed_signers=Path(args.allowed_signers) if args.allowed_signers else None,
+        min_approvals=args.min_approvals,
+    )
     feedback = Path(args.feedback)
     if args.dry_run:
         result = dry_run(feedback, settings, 0 if args.json else args.samples, stdout)
@@ -630,9 +637,9 @@ def _add_sync(commands: Any) -> None:
     p.add_argument(
         "--download-timeout",
         type=_positive_float,
-        default=300.0,
+        default=SyncSettings.download_timeout,
         metavar="S",
-        help="seconds without data from Open WebUI before giving up (default 300)",
+        help="seconds without data from Open WebUI before giving up (default %(default)s)",
     )
     _add_tls_options(p)
     _add_mapping_options(p)
@@ -645,9 +652,9 @@ def _add_sync(commands: Any) -> None:
     p.add_argument(
         "--keep",
         type=_int_range(1, 100_000),
-        default=30,
+        default=SyncSettings.keep,
         metavar="N",
-        help="keep the newest N run folders, remove older ones (default 30)",
+        help="keep the newest N run folders, remove older ones (default %(default)s)",
     )
     p.add_argument(
         "--wait", action="store_true", help="wait for a running sync instead of exiting with 8"
@@ -693,7 +700,7 @@ def run_sync(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> Exit
         keep=args.keep,
         wait=args.wait,
         dry_run=args.dry_run,
-        samples=args.samples if args.dry_run else 0,
+        samples=args.samples if args.dry_run and not args.json else 0,
     )
     token = load_secret("OPENWEBUI_TOKEN", args.token_file, "--token-file")
     api_key = None
@@ -1024,9 +1031,9 @@ def _add_download(commands: Any) -> None:
     p.add_argument(
         "--timeout",
         type=_positive_float,
-        default=300.0,
+        default=DOWNLOAD_TIMEOUT,
         metavar="S",
-        help="seconds without data before giving up (default 300)",
+        help="seconds without data before giving up (default %(default)s)",
     )
     p.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no summary")

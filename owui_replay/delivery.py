@@ -40,19 +40,8 @@ from owui_replay.errors import ExitCode
 from owui_replay.journal import Journal
 from owui_replay.portkey_client import PortkeyClient, Reply, is_portkey_error
 from owui_replay.ratelimit import RateLimiter
+from owui_replay.settings import DeliveryOptions
 from owui_replay.words import plural
-
-
-@dataclass(frozen=True)
-class DeliveryOptions:
-    concurrency: int = 16
-    rate: float | None = None
-    batch_size: int = 1
-    retries: int = 8
-    max_retry_after: float = 60.0
-    backoff_base: float = 0.25
-    backoff_cap: float = 20.0
-    stop_grace: float = 2.0  # seconds in-flight requests get after Ctrl-C or SIGTERM
 
 
 class StopReason(Enum):

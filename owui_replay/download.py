@@ -33,6 +33,7 @@ from owui_replay.errors import ExitCode, InputError, ReplayError
 from owui_replay.http_session import checked_ca_bundle, session_for
 from owui_replay.progress import byte_bar
 from owui_replay.secrets import Secret, openwebui_token
+from owui_replay.settings import DOWNLOAD_TIMEOUT
 from owui_replay.urls import checked_base_url
 from owui_replay.write_behind import WriteBehind
 
@@ -263,7 +264,7 @@ def download_export(
     output: str | Path,
     *,
     user_scope: bool = False,
-    timeout: float = 300.0,
+    timeout: float = DOWNLOAD_TIMEOUT,
     verify_tls: bool | str = True,
     allow_insecure_http: bool = False,
     stderr: IO[str] | None = None,

@@ -14,7 +14,6 @@ from owui_replay.approvals import require_approvals
 from owui_replay.atomic import missing_folders, remove_empty
 from owui_replay.delivery import (
     Deliverer,
-    DeliveryOptions,
     DeliveryStats,
     FailedFile,
     Send,
@@ -24,7 +23,6 @@ from owui_replay.delivery_state import (
     DeliveryState,
     LineState,
     Rating,
-    default_state_path,
     judge,
     rating_of,
 )
@@ -41,43 +39,8 @@ from owui_replay.journal import Journal, set_aside
 from owui_replay.portkey_client import PortkeyClient
 from owui_replay.progress import is_terminal
 from owui_replay.secrets import Secret, portkey_key
-from owui_replay.urls import DEFAULT_PORTKEY_BASE, checked_base_url
+from owui_replay.settings import ReplaySettings
 from owui_replay.words import plural
-
-
-@dataclass(frozen=True)
-class ReplaySettings:
-    """How to replay. base_url is normalised on construction: it is the endpoint's identity,
-    and plain http to another host is refused unless allow_insecure_http."""
-
-    base_url: str = DEFAULT_PORTKEY_BASE
-    delivery: DeliveryOptions = field(default_factory=DeliveryOptions)
-    timeout: float = 30.0
-    verify_tls: bool | str = True
-    verify_manifest: bool = True
-    restart: bool = False  # set the audit journal aside; the delivery state still applies
-    start_offset: int = 0
-    uncertain: str = "resend"  # or "skip"
-    retry_refused: bool = False
-    state_path: Path | None = None  # None: default_state_path()
-    power_safe: bool = False  # fsync the delivery state on every commit
-    allowed_signers: Path | None = None  # only a handoff approved by these principals is sent
-    min_approvals: int = 1
-    new_state: bool = False  # send although journals show deliveries this state does not know
-    send_older: bool = False  # PUT changes whose updated_at went back, with no export time
-    evidence_journals: tuple[Path, ...] = ()  # more journals to read (sync's earlier runs)
-
-    allow_insecure_http: bool = False
-
-    def __post_init__(self) -> None:
-        normal = checked_base_url(
-            self.base_url, allow_insecure_http=self.allow_insecure_http, name="Portkey base URL"
-        )
-        object.__setattr__(self, "base_url", normal)
-
-    @property
-    def state_file(self) -> Path:
-        return self.state_path or default_state_path()
 
 
 @dataclass
@@ -398,7 +361,7 @@ def replay(
     """Send what the endpoint does not hold yet. api_key None reads $PORTKEY_API_KEY; stderr
     None prints nothing (the warnings are in the result); progress None: a bar on a terminal."""
     feedback = Path(feedback)
-    settings = settings or ReplaySettings()
+    settings = settings or ReplaySettings.from_environment()
     if not isinstance(api_key, Secret):
         api_key = Secret(api_key, "argument") if api_key else portkey_key()
     paths = HandoffPaths.for_output(feedback)
@@ -496,7 +459,7 @@ def dry_run(
 ) -> ReplayResult:
     """What replay would do, sending nothing (no key needed); SAMPLES payloads to stdout."""
     feedback = Path(feedback)
-    settings = settings or ReplaySettings()
+    settings = settings or ReplaySettings.from_environment()
     warnings: list[str] = []
     with DeliveryState(settings.state_file, settings.base_url, create=False) as state:
         _scanned, plan = _checked(feedback, settings, state, warnings)

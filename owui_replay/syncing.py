@@ -17,6 +17,7 @@ runs' journals show deliveries to it (evidence.py).
 from __future__ import annotations
 
 import fcntl
+import io
 import os
 import shutil
 from dataclasses import dataclass, replace
@@ -30,9 +31,9 @@ from owui_replay.delivery_state import default_state_path
 from owui_replay.download import Downloaded, OpenWebUI, download
 from owui_replay.errors import ExitCode, InputError, ReplayError
 from owui_replay.evidence import journals_under
-from owui_replay.mapping import MappingOptions
 from owui_replay.replaying import ReplayResult, ReplaySettings, dry_run, replay
-from owui_replay.secrets import Secret
+from owui_replay.secrets import Secret, openwebui_token, portkey_key
+from owui_replay.settings import SyncSettings
 from owui_replay.verifying import verify
 
 RUNS = "runs"
@@ -52,22 +53,6 @@ def state_in(workdir: Path, settings: ReplaySettings) -> ReplaySettings:
     if workdir == default_workdir():
         return replace(settings, state_path=default_state_path())
     return replace(settings, state_path=workdir / "ledger.sqlite3")
-
-
-@dataclass(frozen=True)
-class SyncSettings:
-    openwebui_url: str
-    replay: ReplaySettings
-    mapping: MappingOptions
-    workdir: Path
-    user_scope: bool = False
-    allow_empty: bool = False
-    download_timeout: float = 300.0
-    verify_tls: bool | str = True
-    keep: int = 30
-    wait: bool = False
-    dry_run: bool = False
-    samples: int = 3
 
 
 @dataclass
@@ -173,15 +158,26 @@ def prune(workdir: Path, keep: int, current: Path) -> list[Path]:
 
 
 def sync(
-    settings: SyncSettings,
-    token: Secret,
-    api_key: Secret | None,
+    settings: SyncSettings | None = None,
+    token: Secret | None = None,
+    api_key: Secret | None = None,
     *,
-    stderr: IO[str],
-    stdout: IO[str],
-    progress: bool | None = None,
+    stderr: IO[str] | None = None,
+    stdout: IO[str] | None = None,
+    progress: bool | None = False,
 ) -> SyncResult:
-    """One sync run; raises ReplayError (with its exit code) when a step fails."""
+    """One sync run; raises ReplayError (with its exit code) when a step fails.
+
+    What is not passed comes from the environment exactly as on the command line: the
+    addresses (SyncSettings.from_environment), $OPENWEBUI_TOKEN and $PORTKEY_API_KEY.
+    stderr and stdout None print nothing. A server with no ratings is no error: nothing new.
+    """
+    settings = settings or SyncSettings.from_environment(workdir=default_workdir())
+    token = token or openwebui_token()
+    if api_key is None and not settings.dry_run:
+        api_key = portkey_key()
+    stderr = stderr or io.StringIO()
+    stdout = stdout or io.StringIO()
     lock = SyncLock(settings.workdir, wait=settings.wait)
     run_dir: Path | None = None
     replaying = replace(settings.replay, evidence_journals=tuple(journals_under(settings.workdir)))
@@ -207,7 +203,7 @@ def sync(
             settings.mapping,
             stderr=stderr,
             progress=progress,
-            allow_empty=settings.allow_empty,
+            allow_empty=True,  # an Open WebUI nobody has rated in yet: nothing new, exit 10
         )
         report = verify(feedback, export)
         if not report.ok:  # convert's own output: only a bug or a disk fault gets here

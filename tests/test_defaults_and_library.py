@@ -1,0 +1,103 @@
+"""Each default lives once, in the library's option types; the library reads the environment
+as the command line does; unattended runs treat an empty server as nothing new."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import owui_replay as owr
+from owui_replay.cli import build_parser, replay_settings
+from owui_replay.errors import ExitCode
+from owui_replay.settings import DeliveryOptions, ReplaySettings, SyncSettings
+from tests.conftest import REAL_EXPORT, environment, run_cli
+from tests.openwebui_stub import ADMIN_TOKEN, openwebui_stub
+from tests.portkey_stub import API_KEY, portkey_stub
+
+
+def test_the_command_lines_defaults_are_the_librarys() -> None:
+    args = build_parser().parse_args(["replay", "f.jsonl"])
+    from_cli = replay_settings(args)
+    assert from_cli.delivery == DeliveryOptions()
+    assert (from_cli.timeout, from_cli.uncertain) == (ReplaySettings.timeout, "resend")
+    assert args.start_offset == ReplaySettings.start_offset
+    assert args.min_approvals == ReplaySettings.min_approvals
+    sync = build_parser().parse_args(["sync"])
+    assert (sync.keep, sync.download_timeout) == (SyncSettings.keep, SyncSettings.download_timeout)
+    assert (
+        build_parser().parse_args(["convert", "e.json"]).trace_id
+        == owr.MappingOptions().trace_template
+    )
+
+
+def test_help_shows_the_librarys_default_values() -> None:
+    shown = run_cli("replay", "--help").stdout
+    assert f"(default {DeliveryOptions.concurrency})" in shown
+    assert f"(default {DeliveryOptions.retries})" in shown
+    assert "%(default)" not in shown
+
+
+def test_the_library_reads_portkey_base_url_as_the_command_line_does(tmp_path: Path) -> None:
+    out = tmp_path / "feedback.jsonl"
+    owr.convert(REAL_EXPORT, out)
+    with portkey_stub() as pk, environment(PORTKEY_BASE_URL=pk.url, PORTKEY_API_KEY=API_KEY):
+        result = owr.replay(out)
+        plan = owr.dry_run(out)
+        assert result.exit_code == ExitCode.OK and len(pk.state.stored) == 8
+    assert (
+        plan.plan.endpoint == result.plan.endpoint == owr.ReplaySettings(base_url=pk.url).base_url
+    )
+
+
+def test_the_library_syncs_from_the_environment_alone(tmp_path: Path) -> None:
+    with (
+        portkey_stub() as pk,
+        openwebui_stub(export_file=REAL_EXPORT) as owui,
+        environment(
+            OPENWEBUI_BASE_URL=owui.url,
+            OPENWEBUI_TOKEN=ADMIN_TOKEN,
+            PORTKEY_API_KEY=API_KEY,
+            PORTKEY_BASE_URL=pk.url,
+        ),
+    ):
+        result = owr.sync()
+        assert result.exit_code == ExitCode.OK and len(pk.state.stored) == 8
+        again = owr.sync()
+    assert again.exit_code == ExitCode.NOTHING_NEW
+
+
+def test_sync_against_a_server_nobody_rated_on_yet_is_nothing_new(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.json"
+    empty.write_text("[]")
+    with (
+        portkey_stub() as pk,
+        openwebui_stub(export_file=empty) as owui,
+        environment(
+            OPENWEBUI_BASE_URL=owui.url,
+            OPENWEBUI_TOKEN=ADMIN_TOKEN,
+            PORTKEY_API_KEY=API_KEY,
+            PORTKEY_BASE_URL=pk.url,
+        ),
+    ):
+        first = run_cli("sync", "--workdir", str(tmp_path / "w"))
+        assert pk.state.requests == 0
+    assert first.code == ExitCode.NOTHING_NEW, first.stderr
+    assert "error" not in first.stderr
+
+
+def test_every_dry_run_with_json_prints_one_json_document(tmp_path: Path) -> None:
+    with (
+        portkey_stub() as pk,
+        openwebui_stub(export_file=REAL_EXPORT) as owui,
+        environment(
+            OPENWEBUI_BASE_URL=owui.url, OPENWEBUI_TOKEN=ADMIN_TOKEN, PORTKEY_BASE_URL=pk.url
+        ),
+    ):
+        synced = run_cli("sync", "--workdir", str(tmp_path / "w"), "--dry-run", "--json")
+    out = tmp_path / "f.jsonl"
+    assert run_cli("convert", str(REAL_EXPORT), "-o", str(out), "-q").code == 0
+    converted = run_cli("convert", str(REAL_EXPORT), "--dry-run", "--json")
+    replayed = run_cli("replay", str(out), "--dry-run", "--json", "--portkey-url", pk.url)
+    for run in (synced, converted, replayed):
+        assert run.code in (ExitCode.OK, ExitCode.NOTHING_NEW), run.stderr
+        assert isinstance(json.loads(run.stdout), dict)
