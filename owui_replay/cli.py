@@ -675,11 +675,37 @@ def _add_sync(commands: Any) -> None:
 
 
 def run_sync(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> ExitCode:
-    from pathlib import Path
-
     from owui_replay.progress import is_terminal
     from owui_replay.secrets import load_secret
-    from owui_replay.syncing import SyncSettings, default_workdir, state_in, sync
+    from owui_replay.syncing import sync
+
+    settings = _sync_settings(args)
+    token = load_secret("OPENWEBUI_TOKEN", args.token_file, "--token-file")
+    api_key = None
+    if not args.dry_run:
+        api_key = load_secret("PORTKEY_API_KEY", args.api_key_file, "--api-key-file")
+    talk = args.verbose or (not args.quiet and is_terminal(stderr))
+    with _sigterm_as_interrupt():
+        result = sync(
+            settings, token, api_key, stderr=stderr, stdout=stdout, progress=None if talk else False
+        )
+    redact = api_key.redact if api_key else str
+    message = result.replay.stop_message()
+    if message is not None:  # an interrupted run says whether requests were left in flight
+        said = "" if result.exit_code == ExitCode.INTERRUPTED else "error: "
+        stderr.write(f"{PROG}: {said}{redact(message)}\n")
+    failed = result.exit_code not in (ExitCode.OK, ExitCode.NOTHING_NEW)
+    if talk or (failed and message is None):  # under cron, a failure is one line
+        stderr.write(f"{PROG}: {redact(result.summary())}\n")
+    if args.json:
+        stdout.write(json.dumps(result.as_dict(), indent=2, ensure_ascii=False) + "\n")
+    return result.exit_code
+
+
+def _sync_settings(args: argparse.Namespace) -> SyncSettings:
+    from pathlib import Path
+
+    from owui_replay.syncing import default_workdir, state_in
     from owui_replay.urls import checked_base_url
 
     openwebui = checked_base_url(
@@ -688,7 +714,7 @@ def run_sync(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> Exit
         name="Open WebUI URL",
     )
     workdir = Path(args.workdir) if args.workdir else default_workdir()
-    settings = SyncSettings(
+    return SyncSettings(
         openwebui_url=openwebui,
         replay=state_in(workdir, replay_settings(args)),
         mapping=mapping_options(args),
@@ -702,26 +728,6 @@ def run_sync(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> Exit
         dry_run=args.dry_run,
         samples=args.samples if args.dry_run and not args.json else 0,
     )
-    token = load_secret("OPENWEBUI_TOKEN", args.token_file, "--token-file")
-    api_key = None
-    if not args.dry_run:
-        api_key = load_secret("PORTKEY_API_KEY", args.api_key_file, "--api-key-file")
-    talk = args.verbose or (not args.quiet and is_terminal(stderr))
-    with _sigterm_as_interrupt():
-        result = sync(
-            settings, token, api_key, stderr=stderr, stdout=stdout, progress=None if talk else False
-        )
-    message = result.replay.stop_message()
-    if message is not None:  # an interrupted run says whether requests were left in flight
-        text = api_key.redact(message) if api_key else message
-        said = "" if result.exit_code == ExitCode.INTERRUPTED else "error: "
-        stderr.write(f"{PROG}: {said}{text}\n")
-    if talk or result.exit_code not in (ExitCode.OK, ExitCode.NOTHING_NEW):
-        text = result.summary()
-        stderr.write(f"{PROG}: {api_key.redact(text) if api_key else text}\n")
-    if args.json:
-        stdout.write(json.dumps(result.as_dict(), indent=2, ensure_ascii=False) + "\n")
-    return result.exit_code
 
 
 LISTEN_EPILOG = """\
@@ -1297,54 +1303,69 @@ def main(
     """Run the CLI; returns the exit code. Streams are injectable so tests run in-process."""
     stdout = stdout or sys.stdout
     stderr = stderr or sys.stderr
-    argv = list(sys.argv[1:] if argv is None else argv)
-    before_dashes = argv[: argv.index("--")] if "--" in argv else argv
-    show_traceback = "--traceback" in before_dashes or os.environ.get(
-        "OWUI_REPLAY_TRACEBACK", ""
-    ) not in ("", "0")
-    if "--traceback" in before_dashes:  # a global flag, accepted after the command too
-        argv.remove("--traceback")
-    args: argparse.Namespace | None = None
+    words = list(sys.argv[1:] if argv is None else argv)
+    show_traceback = _pop_traceback(words)
+    parsed: list[argparse.Namespace] = []  # the arguments, once parsed (for --json errors)
     try:
-        config_file = _pop_config(argv)
-        parser = build_parser()
-        if not argv:
-            stderr.write(parser.format_help())
-            return int(ExitCode.USAGE)
-        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
-            args = parser.parse_args(argv)  # --help and --version print here
-        _configure(parser, args, argv, config_file, stderr)
-        if getattr(args, "ca_bundle", None):  # a usage error before anything else happens
-            from owui_replay.http_session import checked_ca_bundle
-
-            checked_ca_bundle(args.ca_bundle)
-        return int(args.handler(args, stdout, stderr))
+        return _execute(words, stdout, stderr, parsed)
     except SystemExit as exc:  # --help and --version
         return int(exc.code or 0)
-    except ReplayError as exc:
-        if show_traceback:
-            traceback.print_exc(file=stderr)
-        stderr.write(f"{exc.prog or PROG}: error: {exc}\n")
-        _json_error(args, stdout, exc.code, str(exc))
-        return int(exc.code)
     except KeyboardInterrupt:
         stderr.write(f"{PROG}: interrupted\n")
         return int(ExitCode.INTERRUPTED)
     except BrokenPipeError:
         return int(ExitCode.ERROR)
-    except OSError as exc:  # a file we could not write or read: name it, no traceback
+    except Exception as exc:
         if show_traceback:
             traceback.print_exc(file=stderr)
+        return int(_one_line(exc, parsed[0] if parsed else None, stdout, stderr))
+
+
+def _pop_traceback(words: list[str]) -> bool:
+    """--traceback is global, accepted after the command too; or $OWUI_REPLAY_TRACEBACK."""
+    before_dashes = words[: words.index("--")] if "--" in words else words
+    given = "--traceback" in before_dashes
+    if given:
+        words.remove("--traceback")
+    return given or os.environ.get("OWUI_REPLAY_TRACEBACK", "") not in ("", "0")
+
+
+def _execute(
+    words: list[str], stdout: IO[str], stderr: IO[str], parsed: list[argparse.Namespace]
+) -> int:
+    config_file = _pop_config(words)
+    parser = build_parser()
+    if not words:
+        stderr.write(parser.format_help())
+        return int(ExitCode.USAGE)
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        args = parser.parse_args(words)  # --help and --version print here
+    parsed.append(args)
+    _configure(parser, args, words, config_file, stderr)
+    if getattr(args, "ca_bundle", None):  # a usage error before anything else happens
+        from owui_replay.http_session import checked_ca_bundle
+
+        checked_ca_bundle(args.ca_bundle)
+    return int(args.handler(args, stdout, stderr))
+
+
+def _one_line(
+    exc: Exception, args: argparse.Namespace | None, stdout: IO[str], stderr: IO[str]
+) -> ExitCode:
+    """A failure as one line on stderr (and one JSON object with --json): the error's own
+    message, a file error with the file's name, anything else named as unexpected."""
+    if isinstance(exc, ReplayError):
+        stderr.write(f"{exc.prog or PROG}: error: {exc}\n")
+        _json_error(args, stdout, exc.code, str(exc))
+        return exc.code
+    if isinstance(exc, OSError):  # a file we could not write or read: name it, no traceback
         where = f"{exc.filename}: " if exc.filename else ""
         stderr.write(f"{PROG}: error: {where}{exc.strerror or exc}\n")
-        return int(ExitCode.ERROR)
-    except Exception as exc:  # the last line of defence: one line, no traceback
-        if show_traceback:
-            traceback.print_exc(file=stderr)
-        stderr.write(
-            f"{PROG}: error: unexpected {type(exc).__name__}: {exc} (rerun with --traceback)\n"
-        )
-        return int(ExitCode.ERROR)
+        return ExitCode.ERROR
+    stderr.write(
+        f"{PROG}: error: unexpected {type(exc).__name__}: {exc} (rerun with --traceback)\n"
+    )
+    return ExitCode.ERROR
 
 
 def _pop_config(argv: list[str]) -> str | None:

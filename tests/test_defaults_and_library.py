@@ -101,3 +101,19 @@ def test_every_dry_run_with_json_prints_one_json_document(tmp_path: Path) -> Non
     for run in (synced, converted, replayed):
         assert run.code in (ExitCode.OK, ExitCode.NOTHING_NEW), run.stderr
         assert isinstance(json.loads(run.stdout), dict)
+
+
+def test_a_failed_sync_under_cron_says_one_line(tmp_path: Path) -> None:
+    with (
+        portkey_stub() as pk,
+        openwebui_stub(export_file=REAL_EXPORT) as owui,
+        environment(
+            OPENWEBUI_BASE_URL=owui.url,
+            OPENWEBUI_TOKEN=ADMIN_TOKEN,
+            PORTKEY_API_KEY="not-the-key",
+            PORTKEY_BASE_URL=pk.url,
+        ),
+    ):
+        refused = run_cli("sync", "--workdir", str(tmp_path / "w"))
+    assert refused.code == ExitCode.AUTH
+    assert len(refused.stderr.strip().splitlines()) == 1, refused.stderr
