@@ -32,6 +32,8 @@ from owui_replay.timeparse import parse_instant
 from owui_replay.urls import DEFAULT_PORTKEY_BASE
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from owui_replay.config import ConfigFile, Setting
 
 PROG = "owui-replay"
@@ -950,6 +952,12 @@ def _add_state(commands: Any) -> None:
         help="drop everything known about this endpoint: the next replay sends everything",
     )
     p.add_argument(
+        "--prune",
+        action="store_true",
+        help="drop the endpoints that hold nothing delivered and nothing uncertain (typos, "
+        "tries); says which",
+    )
+    p.add_argument(
         "--backup",
         metavar="FILE",
         help="write a consistent copy of the state to FILE (safe while a replay runs)",
@@ -962,7 +970,6 @@ def run_state(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> Exi
     from pathlib import Path
 
     from owui_replay.delivery_state import (
-        DeliveryState,
         backup_state,
         default_state_path,
         list_endpoints,
@@ -974,14 +981,22 @@ def run_state(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> Exi
         copied = backup_state(path, Path(args.backup))
         stderr.write(f"{PROG}: copied {path} to {args.backup} ({copied['endpoints']} endpoints)\n")
         return ExitCode.OK
-    if args.forget:
-        endpoint = normalized_url(args.forget, name="--forget")
+    if args.forget or args.prune:
         if not path.exists():
             raise InputError(f"{path}: no delivery state here")
-        with DeliveryState(path, endpoint) as state:
-            state.lock()
-            removed = state.forget()
-        stderr.write(f"{PROG}: forgot {removed} ratings delivered to {endpoint} ({path})\n")
+        names = (
+            [normalized_url(args.forget, name="--forget")]
+            if args.forget
+            else [
+                name
+                for name, c in list_endpoints(path)
+                if not c["delivered"] and not c["uncertain"]
+            ]
+        )
+        for endpoint in names:
+            stderr.write(f"{PROG}: {_forget(path, endpoint)}\n")
+        if args.prune and not names:
+            stderr.write(f"{PROG}: nothing to prune: every endpoint holds deliveries ({path})\n")
         return ExitCode.OK
     endpoints = list_endpoints(path)
     if args.json:
@@ -995,6 +1010,22 @@ def run_state(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> Exi
             f"{counts['refused']} refused, {counts['extra_copies']} extra copies possible\n"
         )
     return ExitCode.OK
+
+
+def _forget(path: Path, endpoint: str) -> str:
+    """Forget one endpoint; say what was known of it, by kind."""
+    from owui_replay.delivery_state import DeliveryState
+
+    with DeliveryState(path, endpoint) as state:
+        state.lock()
+        known = state.counts()
+        state.forget()
+    if not (known["delivered"] or known["uncertain"] or known["refused"]):
+        return f"{endpoint}: nothing was delivered, uncertain or refused there; forgotten ({path})"
+    return (
+        f"forgot {endpoint}: {known['delivered']} delivered, {known['uncertain']} uncertain, "
+        f"{known['refused']} refused ({path})"
+    )
 
 
 DOWNLOAD_EPILOG = """\

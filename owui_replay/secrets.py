@@ -35,12 +35,15 @@ def clean_secret(value: str, where: str) -> str:
     """The secret without one final newline; anything else unusual is refused, unechoed.
 
     A key with a space, a tab or a second line inside (a comment under the key in a file) would
-    go out in a header, and land in error messages that quote the header.
+    go out in a header, and land in error messages that quote the header. A leading "Bearer "
+    (copied from an Authorization header) is dropped: owui-replay writes that word itself.
     """
     if value.endswith("\r\n"):
         value = value[:-2]
     elif value.endswith("\n"):
         value = value[:-1]
+    if value[:7].lower() == "bearer ":  # pasted from a curl line: the header's word is ours
+        value = value[7:]
     if not value:
         raise UsageError(f"{where} is empty")
     for position, char in enumerate(value, 1):

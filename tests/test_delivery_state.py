@@ -420,9 +420,27 @@ def test_state_command_lists_and_forgets_an_endpoint(tmp_path: Path) -> None:
         doc = json.loads(listing.stdout)
         assert doc["endpoints"][stub.url]["delivered"] == 4
         forgot = run_cli("state", "--forget", stub.url + "/")
-        assert forgot.code == 0 and "forgot 4 ratings" in forgot.stderr
+        assert forgot.code == 0
+        assert f"forgot {stub.url}: 4 delivered, 0 uncertain, 0 refused" in forgot.stderr
         assert replay_in_process(feedback, stub.url).code == 0  # starts over
         assert len(stub.state.stored) == 8
+        typo = run_cli("state", "--forget", "http://127.0.0.1:9/v1")
+        assert typo.code == 0 and "nothing was delivered, uncertain or refused there" in typo.stderr
+
+
+def test_state_prune_drops_only_endpoints_that_hold_nothing(tmp_path: Path) -> None:
+    feedback = make_feedback(tmp_path, 2)
+    with portkey_stub() as stub:
+        assert replay_in_process(feedback, stub.url).code == 0
+        typo = stub.url + "/typo"  # 404 on its /feedback: a configuration failure, nothing sent
+        assert replay_in_process(feedback, typo).code == ExitCode.ENDPOINT
+    before = json.loads(run_cli("state", "--json").stdout)["endpoints"]
+    pruned = run_cli("state", "--prune")
+    after = json.loads(run_cli("state", "--json").stdout)["endpoints"]
+    assert pruned.code == 0
+    assert set(before) == {stub.url, typo}, before
+    assert set(after) == {stub.url}, pruned.stderr
+    assert f"{typo}: nothing was delivered, uncertain or refused there" in pruned.stderr
 
 
 def test_every_request_reaches_the_server_after_its_intent_is_committed(tmp_path: Path) -> None:

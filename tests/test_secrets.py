@@ -10,7 +10,7 @@ import pytest
 from owui_replay.cli import main
 from owui_replay.errors import ExitCode
 from owui_replay.secrets import Secret
-from tests.conftest import environment
+from tests.conftest import REAL_EXPORT, environment, run_cli
 from tests.portkey_stub import API_KEY, Fault, portkey_stub
 from tests.replay_helpers import make_feedback
 
@@ -161,3 +161,17 @@ def test_an_open_webui_token_with_a_comment_line_is_refused_unechoed(tmp_path: P
     )  # fmt: skip
     assert code == ExitCode.USAGE and "0123456789abcdef" not in err.getvalue()
     assert "--token-file" in err.getvalue() and "line break" in err.getvalue()
+
+
+def test_a_token_pasted_with_its_bearer_word_is_sent_without_it(tmp_path: Path) -> None:
+    from tests.openwebui_stub import ADMIN_TOKEN, openwebui_stub
+
+    token_file = tmp_path / "token"
+    token_file.write_text(f"Bearer {ADMIN_TOKEN}\n")
+    with openwebui_stub(export_file=REAL_EXPORT) as server:
+        got = run_cli(
+            "download", "-o", str(tmp_path / "e.json"), "--openwebui-url", server.url,
+            "--token-file", str(token_file), "-q",
+        )  # fmt: skip
+    assert got.code == ExitCode.OK, got.stderr
+    assert ADMIN_TOKEN not in got.stderr + got.stdout
