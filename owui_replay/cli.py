@@ -1372,12 +1372,39 @@ def _execute(
     with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
         args = parser.parse_args(words)  # --help and --version print here
     parsed.append(args)
+    _refuse_a_mix_up(args)
     _configure(parser, args, words, config_file, stderr)
     if getattr(args, "ca_bundle", None):  # a usage error before anything else happens
         from owui_replay.http_session import checked_ca_bundle
 
         checked_ca_bundle(args.ca_bundle)
     return int(args.handler(args, stdout, stderr))
+
+
+# The file each command reads, and the kind it must be (file_kinds.py).
+_READS_FILE = {
+    "convert": ("export", "export"),
+    "inspect": ("export", "export"),
+    "replay": ("feedback", "jsonl"),
+    "verify": ("feedback", "jsonl"),
+    "approve": ("feedback", "jsonl"),
+}
+
+
+def _refuse_a_mix_up(args: argparse.Namespace) -> None:
+    """An export given where a JSONL belongs, or the other way round: one line that says
+    which file it is and which command takes it, before anything else is read."""
+    attribute, wanted = _READS_FILE.get(args.command, ("", ""))
+    name = getattr(args, attribute, None) if attribute else None
+    if not name or name == "-":
+        return
+    from pathlib import Path
+
+    from owui_replay.file_kinds import mix_up
+
+    problem = mix_up(Path(name), wanted)
+    if problem is not None:
+        raise InputError(f"{args.command}: {problem}")
 
 
 def _one_line(

@@ -117,3 +117,17 @@ def test_a_failed_sync_under_cron_says_one_line(tmp_path: Path) -> None:
         refused = run_cli("sync", "--workdir", str(tmp_path / "w"))
     assert refused.code == ExitCode.AUTH
     assert len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+
+
+def test_the_wrong_kind_of_file_is_named_with_the_command_that_takes_it(tmp_path: Path) -> None:
+    jsonl = tmp_path / "feedback.jsonl"
+    assert run_cli("convert", str(REAL_EXPORT), "-o", str(jsonl), "-q").code == 0
+    for command in ("replay", "verify"):
+        got = run_cli(command, str(REAL_EXPORT), "--dry-run" if command == "replay" else "--json")
+        assert got.code == ExitCode.BAD_INPUT
+        assert "an Open WebUI feedback export: `owui-replay convert`" in got.stderr
+        assert len(got.stderr.strip().splitlines()) == 1
+    for command in ("convert", "inspect"):
+        got = run_cli(command, str(jsonl), *(["--dry-run"] if command == "convert" else []))
+        assert got.code == ExitCode.BAD_INPUT
+        assert "a feedback JSONL made by convert: `owui-replay replay`" in got.stderr
