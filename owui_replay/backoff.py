@@ -1,4 +1,5 @@
-"""What to do with a response, and how long to wait before trying again."""
+"""How long to wait before trying again: full-jitter exponential backoff, or the server's
+Retry-After. Which answers are retried at all is delivery.py's judgement (judge_reply)."""
 
 from __future__ import annotations
 
@@ -34,7 +35,8 @@ def backoff_delay(
     max_retry_after: float = 60.0,
     rng: random.Random | None = None,
 ) -> float:
-    """Full-jitter exponential backoff; a server's Retry-After (capped) is a floor."""
+    """Full-jitter exponential backoff; a server's Retry-After (capped at max_retry_after)
+    replaces it, plus a little jitter so that workers told the same do not return at once."""
     uniform = (rng or random).uniform
     delay = uniform(0, min(cap, base * (2**attempt)))
     if retry_after is not None:

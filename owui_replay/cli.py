@@ -25,6 +25,7 @@ from owui_replay.settings import (
     DOWNLOAD_TIMEOUT,
     DRY_RUN_SAMPLES,
     DeliveryOptions,
+    ListenSettings,
     ReplaySettings,
     SyncSettings,
 )
@@ -799,9 +800,9 @@ def _add_listen(commands: Any) -> None:
     )
     p.add_argument(
         "--webhook-name",
-        default="owui-replay",
+        default=ListenSettings.webhook_name,
         metavar="NAME",
-        help="the webhook's name in Open WebUI, with --register (default owui-replay)",
+        help="the webhook's name in Open WebUI, with --register (default %(default)s)",
     )
     p.add_argument(
         "--secret-file",
@@ -812,17 +813,17 @@ def _add_listen(commands: Any) -> None:
     p.add_argument(
         "--reconcile-every",
         type=_duration,
-        default=600.0,
+        default=ListenSettings.reconcile_every,
         metavar="DURATION",
         help="compare with Open WebUI's /ids list this often, e.g. 90s, 10m (default 10m)",
     )
     p.add_argument(
         "--max-withdraw",
         type=_int_range(0, 10**9),
-        default=10,
+        default=ListenSettings.max_withdraw,
         metavar="N",
         help="a deleted_all event or a reconcile that would withdraw more than N ratings "
-        "withdraws none and says so (default 10)",
+        "withdraws none and says so (default %(default)s)",
     )
     p.add_argument(
         "--no-withdraw",
@@ -843,13 +844,14 @@ def _add_listen(commands: Any) -> None:
     p.add_argument(
         "--openwebui-timeout",
         type=_positive_float,
-        default=30.0,
+        default=ListenSettings.openwebui_timeout,
         metavar="S",
-        help="seconds to wait for Open WebUI's answer (default 30)",
+        help="seconds to wait for Open WebUI's answer (default %(default)s)",
     )
     _add_tls_options(p)
     _add_mapping_options(p)
     _add_delivery_options(p)
+    _add_skip_approvals(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no log lines on stderr")
     p.set_defaults(handler=run_listen)
 
@@ -858,7 +860,7 @@ def run_listen(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> Ex
     import time
     from pathlib import Path
 
-    from owui_replay.listen import ListenSettings, default_workdir, start, state_in
+    from owui_replay.listen import default_workdir, start, state_in
     from owui_replay.secrets import load_secret
     from owui_replay.urls import checked_base_url, normalized_url
 
@@ -1479,11 +1481,11 @@ def _configure(
         args.allowed_signers = None
         return
     args.allowed_signers = configured
-    if configured and args.command == "sync":
+    if configured and args.command in ("sync", "listen"):
         raise ReplayError(
-            f"sync: this machine requires approvals ({configured}), and sync makes its own "
-            "handoff, which nobody signed: replay approved handoffs instead, or pass "
-            "--skip-approvals to run sync unattended anyway",
+            f"{args.command}: this machine requires approvals ({configured}), and "
+            f"{args.command} sends what it fetches itself, which nobody signed: replay approved "
+            f"handoffs instead, or pass --skip-approvals to run {args.command} unattended anyway",
             ExitCode.NOT_APPROVED,
         )
 

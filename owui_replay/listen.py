@@ -49,12 +49,13 @@ from owui_replay.journal import Journal
 from owui_replay.listen_audit import DailyAudit, today
 from owui_replay.listen_server import ListenServer, Receiver
 from owui_replay.live_state import SETTLE_SECONDS, LiveState
-from owui_replay.mapping import Mapper, MappingOptions, Skip
+from owui_replay.mapping import Mapper, Skip
 from owui_replay.openwebui_live import LiveOpenWebUI, OpenWebUIDown
 from owui_replay.portkey_client import PortkeyClient
-from owui_replay.replaying import ReplaySettings, refuse_silent_fresh_start
+from owui_replay.replaying import refuse_silent_fresh_start
 from owui_replay.schemas import OPENWEBUI_SCHEMA, PORTKEY_SCHEMA, RecordValidator
 from owui_replay.secrets import Secret, clean_secret
+from owui_replay.settings import ListenSettings, ReplaySettings
 
 SECRET_FILE = "events.secret"
 JOURNAL = "listen.journal.jsonl"  # read back by the lost-state check, as replay's journals are
@@ -80,29 +81,6 @@ def state_in(workdir: Path, settings: ReplaySettings) -> ReplaySettings:
     if workdir == default_workdir():
         return replace(settings, state_path=default_state_path())
     return replace(settings, state_path=workdir / "ledger.sqlite3")
-
-
-@dataclass(frozen=True)
-class ListenSettings:
-    host: str
-    port: int
-    openwebui_url: str
-    replay: ReplaySettings
-    mapping: MappingOptions
-    workdir: Path
-    public_url: str | None = None  # None: http://HOST:PORT
-    reconcile_every: float = 600.0
-    max_withdraw: int = 10
-    withdraw: bool = True
-    register: bool = False
-    webhook_name: str = "owui-replay"
-    secret_file: Path | None = None
-    openwebui_timeout: float = 30.0
-    verify_tls: bool | str = True
-
-    @property
-    def public(self) -> str:
-        return self.public_url or f"http://{self.host}:{self.port}"
 
 
 def load_events_secret(settings: ListenSettings) -> tuple[Secret, str]:

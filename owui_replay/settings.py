@@ -110,3 +110,28 @@ class SyncSettings:
         given.setdefault("replay", ReplaySettings.from_environment())
         given.setdefault("mapping", MappingOptions())
         return cls(workdir=workdir, **given)
+
+
+@dataclass(frozen=True)
+class ListenSettings:
+    """What the live mirror listens on, where it fetches from, and how it withdraws."""
+
+    host: str
+    port: int
+    openwebui_url: str
+    replay: ReplaySettings
+    mapping: MappingOptions
+    workdir: Path
+    public_url: str | None = None  # None: http://HOST:PORT
+    reconcile_every: float = 600.0
+    max_withdraw: int = 10
+    withdraw: bool = True
+    register: bool = False
+    webhook_name: str = "owui-replay"
+    secret_file: Path | None = None
+    openwebui_timeout: float = 30.0
+    verify_tls: bool | str = True
+
+    @property
+    def public(self) -> str:
+        return self.public_url or f"http://{self.host}:{self.port}"

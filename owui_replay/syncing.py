@@ -31,9 +31,9 @@ from owui_replay.delivery_state import default_state_path
 from owui_replay.download import Downloaded, OpenWebUI, download
 from owui_replay.errors import ExitCode, InputError, ReplayError
 from owui_replay.evidence import journals_under
-from owui_replay.replaying import ReplayResult, ReplaySettings, dry_run, replay
+from owui_replay.replaying import ReplayResult, dry_run, replay
 from owui_replay.secrets import Secret, openwebui_token, portkey_key
-from owui_replay.settings import SyncSettings
+from owui_replay.settings import ReplaySettings, SyncSettings
 from owui_replay.verifying import verify
 
 RUNS = "runs"

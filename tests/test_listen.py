@@ -21,10 +21,11 @@ from typing import Any
 import requests
 
 from owui_replay.errors import ExitCode
-from owui_replay.listen import ListenSettings, Running, start
+from owui_replay.listen import Running, start
 from owui_replay.mapping import MappingOptions
 from owui_replay.replaying import ReplaySettings
 from owui_replay.secrets import Secret
+from owui_replay.settings import ListenSettings
 from tests.conftest import REAL_EXPORT, environment, run_cli
 from tests.openwebui_live_stub import (
     ACTOR,
