@@ -122,7 +122,7 @@ def store_cost(rounds: int, requests: int) -> dict[str, list[float]]:
         for r in range(rounds):
             for label, durable in (("default", False), ("--power-safe", True)):
                 path = Path(tmp) / f"{label}-{r}.sqlite3"
-                with DeliveryState(path, "http://127.0.0.1/v1", durable=durable) as state:
+                with DeliveryState(path, "http://127.0.0.1/v1", power_safe=durable) as state:
                     start = time.perf_counter()
                     for i in range(requests):
                         rating = Rating(f"fb-{i}", 1, "c", "t")

@@ -348,7 +348,7 @@ example:
   owui-replay replay feedback.jsonl --dry-run
   owui-replay replay feedback.jsonl --concurrency 8 --rate 50
 
-What each endpoint already holds is kept in the delivery state (--ledger, an SQLite file
+What each endpoint already holds is kept in the delivery state (--state-file, an SQLite file
 shared by every run and every file): run the same command again after an interruption, or
 replay next week's export, and only what is new (POST) or changed (PUT) is sent. Ratings whose
 earlier POST got no answer are 'uncertain' (Portkey may hold them): they are announced, then
@@ -497,10 +497,12 @@ def _add_delivery_options(p: argparse.ArgumentParser, *, url_aliases: tuple[str,
         help="send again the payloads this endpoint refused before (after fixing something)",
     )
     p.add_argument(
+        "--state-file",
         "--ledger",
+        dest="state_file",
         metavar="PATH",
         help="the delivery state (default $XDG_STATE_HOME/owui-replay/ledger.sqlite3; for sync "
-        "with --workdir, WORKDIR/ledger.sqlite3)",
+        "and listen with --workdir, WORKDIR/ledger.sqlite3; --ledger is the older name)",
     )
     p.add_argument(
         "--new-state",
@@ -549,7 +551,7 @@ def replay_settings(args: argparse.Namespace, **own: Any) -> ReplaySettings:
         verify_tls=args.ca_bundle or True,
         uncertain=args.uncertain,
         retry_refused=args.retry_refused,
-        state_path=Path(args.ledger) if args.ledger else None,
+        state_file=Path(args.state_file) if args.state_file else None,
         new_state=args.new_state,
         send_older=args.send_older,
         power_safe=args.power_safe,
@@ -944,9 +946,12 @@ def _add_state(commands: Any) -> None:
         epilog=STATE_EPILOG,
     )
     p.add_argument(
+        "--state-file",
         "--ledger",
+        dest="state_file",
         metavar="PATH",
-        help="the delivery state (default $XDG_STATE_HOME/owui-replay/ledger.sqlite3)",
+        help="the delivery state (default $XDG_STATE_HOME/owui-replay/ledger.sqlite3; --ledger "
+        "is the older name)",
     )
     p.add_argument(
         "--forget",
@@ -978,7 +983,7 @@ def run_state(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> Exi
     )
     from owui_replay.urls import normalized_url
 
-    path = Path(args.ledger) if args.ledger else default_state_path()
+    path = Path(args.state_file) if args.state_file else default_state_path()
     if args.backup:
         copied = backup_state(path, Path(args.backup))
         stderr.write(f"{PROG}: copied {path} to {args.backup} ({copied['endpoints']} endpoints)\n")
@@ -1528,7 +1533,7 @@ example:
 The file (TOML) has a table per part of the chain, keys named like the long options:
   [openwebui]  openwebui_url, token_file, timeout, ...   (download, sync, listen)
   [convert]    drop_comments = true, trace_id, ...        (convert, sync, listen)
-  [replay]     portkey_url, allowed_signers, ledger, ...  (replay, sync, listen; verify, approve)
+  [replay]     portkey_url, allowed_signers, state_file, ... (replay, sync, listen, verify...)
 Precedence: the command line, then the environment, then the file, then the defaults.
 """
 

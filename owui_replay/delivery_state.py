@@ -13,7 +13,8 @@ every run of every file. A row per (endpoint, rating key):
 Every intent and every outcome is its own committed transaction, so there is no lag window
 between a request and the record of it. With `synchronous=NORMAL` a commit is a write(2) to
 the WAL: it survives the process being killed; only a power loss or kernel crash can drop the
-last commits (`durable=True` fsyncs every commit to close that too).
+last commits (`power_safe=True`, the command line's --power-safe, fsyncs every commit to close
+that too).
 
 The file is what counts, not its name: the endpoint lock is a byte-range lock on the state
 file itself, so two runs through a symlink or another mount path exclude each other (a file
@@ -174,7 +175,7 @@ class DeliveryState:
     """The store for one endpoint. Thread-safe: workers share one connection under a lock."""
 
     def __init__(
-        self, path: Path, endpoint: str, *, durable: bool = False, create: bool = True
+        self, path: Path, endpoint: str, *, power_safe: bool = False, create: bool = True
     ) -> None:
         self.path = path
         self.endpoint = endpoint
@@ -189,7 +190,7 @@ class DeliveryState:
             self._db = open_state(path, create=True)
         try:
             with self._guard("write"):
-                self._db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
+                self._db.execute(f"PRAGMA synchronous={'FULL' if power_safe else 'NORMAL'}")
         except StateError:
             self._db.close()
             raise

@@ -1,7 +1,7 @@
 """Evidence of earlier deliveries that the delivery state does not hold.
 
 A state that is missing, empty, or another one (cron with another HOME, a container without
-its volume, a typo in --ledger) must not be a silent fresh start: every rating would be posted
+its volume, a typo in --state-file) must not be a silent fresh start: every rating would be posted
 again. The journals beside a handoff, and those of sync's earlier runs, record each
 acknowledgement with the endpoint and the state the run used; and another endpoint in the
 same state may reach the same server under another name (localhost and 127.0.0.1). These are

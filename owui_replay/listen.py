@@ -72,15 +72,15 @@ def default_workdir() -> Path:
 
 
 def state_in(workdir: Path, settings: ReplaySettings) -> ReplaySettings:
-    """The listener's delivery state, placed as sync places its own: --ledger when given;
+    """The listener's delivery state, placed as sync places its own: --state-file when given;
     else the default state beside the default work directory (the one sync and replay use by
     default, so an endpoint has one state), and WORKDIR/ledger.sqlite3 beside a work directory
     of one's own (one volume holds both)."""
-    if settings.state_path is not None:
+    if settings.state_file is not None:
         return settings
     if workdir == default_workdir():
-        return replace(settings, state_path=default_state_path())
-    return replace(settings, state_path=workdir / "ledger.sqlite3")
+        return replace(settings, state_file=default_state_path())
+    return replace(settings, state_file=workdir / "ledger.sqlite3")
 
 
 def load_events_secret(settings: ListenSettings) -> tuple[Secret, str]:
@@ -186,7 +186,7 @@ class Listener:
         self.events_secret, self.secret_source = load_events_secret(settings)
         self._secrets.append(self.events_secret)
         self.state = DeliveryState(
-            self.replay.state_file, self.endpoint, durable=self.replay.power_safe
+            self.replay.state_file_or_default(), self.endpoint, power_safe=self.replay.power_safe
         )
         journal = settings.workdir / JOURNAL
         try:
@@ -196,7 +196,7 @@ class Listener:
                     journal.with_name("listen.jsonl"), self.replay, self.state
                 )
             self.state.touch_endpoint()
-            self.live = LiveState(self.replay.state_file, self.endpoint, self.source)
+            self.live = LiveState(self.replay.state_file_or_default(), self.endpoint, self.source)
         except BaseException:
             self.state.close()
             raise

@@ -304,7 +304,7 @@ def refuse_silent_fresh_start(
         raise UnknownDeliveries(
             f"{found.journal} records {found.acks} deliveries to {state.endpoint}{used}, but "
             f"the delivery state {state.path} has no record of that endpoint; nothing was "
-            "sent. Point --ledger at the state those runs used, or pass --new-state to send "
+            "sent. Point --state-file at the state those runs used, or pass --new-state to send "
             "everything again"
         )
     for other in state.endpoints():
@@ -365,9 +365,11 @@ def replay(
     if not isinstance(api_key, Secret):
         api_key = Secret(api_key, "argument") if api_key else portkey_key()
     paths = HandoffPaths.for_output(feedback)
-    new_folders = missing_folders(settings.state_file.parent)
-    new_file = not settings.state_file.exists()
-    state = DeliveryState(settings.state_file, settings.base_url, durable=settings.power_safe)
+    new_folders = missing_folders(settings.state_file_or_default().parent)
+    new_file = not settings.state_file_or_default().exists()
+    state = DeliveryState(
+        settings.state_file_or_default(), settings.base_url, power_safe=settings.power_safe
+    )
     try:
         state.lock()
         warnings: list[str] = []
@@ -384,14 +386,14 @@ def replay(
         stats = _deliver(feedback, scanned, plan, paths, settings, state, api_key, stderr, progress)
     except UnknownDeliveries:
         state.close()
-        if new_file:  # made only to refuse (a typo in --ledger): leave nothing behind
+        if new_file:  # made only to refuse (a typo in --state-file): leave nothing behind
             for suffix in ("", "-wal", "-shm"):
-                Path(f"{settings.state_file}{suffix}").unlink(missing_ok=True)
+                Path(f"{settings.state_file_or_default()}{suffix}").unlink(missing_ok=True)
             remove_empty(new_folders)
         raise
     finally:
         state.close()
-    return ReplayResult(plan, stats, paths, said, settings.state_file)
+    return ReplayResult(plan, stats, paths, said, settings.state_file_or_default())
 
 
 def _deliver(
@@ -461,14 +463,14 @@ def dry_run(
     feedback = Path(feedback)
     settings = settings or ReplaySettings.from_environment()
     warnings: list[str] = []
-    with DeliveryState(settings.state_file, settings.base_url, create=False) as state:
+    with DeliveryState(settings.state_file_or_default(), settings.base_url, create=False) as state:
         _scanned, plan = _checked(feedback, settings, state, warnings)
     wanted = {send.line for send in plan.sends[:samples]} if stdout is not None else set()
     for _number, raw in iter_lines(feedback, wanted):
         assert stdout is not None
         stdout.write(json.dumps(json.loads(raw), ensure_ascii=False, indent=2) + "\n")
     return ReplayResult(
-        plan, None, HandoffPaths.for_output(feedback), warnings, settings.state_file
+        plan, None, HandoffPaths.for_output(feedback), warnings, settings.state_file_or_default()
     )
 
 
@@ -476,7 +478,7 @@ def _journal_options(settings: ReplaySettings) -> dict[str, Any]:
     d = settings.delivery
     return {
         "endpoint": settings.base_url,
-        "state": str(settings.state_file),
+        "state": str(settings.state_file_or_default()),
         "concurrency": d.concurrency,
         "rate": d.rate,
         "batch_size": d.batch_size,

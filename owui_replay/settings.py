@@ -47,7 +47,7 @@ class ReplaySettings:
     start_offset: int = 0
     uncertain: str = "resend"  # or "skip"
     retry_refused: bool = False
-    state_path: Path | None = None  # None: default_state_path()
+    state_file: Path | None = None  # None: default_state_path()
     power_safe: bool = False  # fsync the delivery state on every commit
     allowed_signers: Path | None = None  # only a handoff approved by these principals is sent
     min_approvals: int = 1
@@ -63,11 +63,11 @@ class ReplaySettings:
         )
         object.__setattr__(self, "base_url", normal)
 
-    @property
-    def state_file(self) -> Path:
+    def state_file_or_default(self) -> Path:
+        """The delivery state this replay uses: state_file, else the default location."""
         from owui_replay.delivery_state import default_state_path
 
-        return self.state_path or default_state_path()
+        return self.state_file or default_state_path()
 
     @classmethod
     def from_environment(cls, **given: Any) -> ReplaySettings:

@@ -7,7 +7,7 @@ replay, so a run that was killed is resumed by running the same command again: t
 downloads afresh and sends only what the endpoint does not hold, announcing uncertain ratings.
 A lock file in the work directory keeps two syncs from overlapping.
 
-Where the delivery state lives: with --workdir (and no --ledger) inside it, as
+Where the delivery state lives: with --workdir (and no --state-file) inside it, as
 WORKDIR/ledger.sqlite3, so a container that keeps one volume keeps the runs and the state
 together; by default beside the default work directory ($XDG_STATE_HOME/owui-replay/), where
 replay keeps it too. A state that lost its record of an endpoint is refused when the earlier
@@ -46,13 +46,13 @@ def default_workdir() -> Path:
 
 
 def state_in(workdir: Path, settings: ReplaySettings) -> ReplaySettings:
-    """Sync's delivery state: --ledger when given; else WORKDIR/ledger.sqlite3 for a work
+    """Sync's delivery state: --state-file when given; else WORKDIR/ledger.sqlite3 for a work
     directory of one's own, and the default state beside the default work directory."""
-    if settings.state_path is not None:
+    if settings.state_file is not None:
         return settings
     if workdir == default_workdir():
-        return replace(settings, state_path=default_state_path())
-    return replace(settings, state_path=workdir / "ledger.sqlite3")
+        return replace(settings, state_file=default_state_path())
+    return replace(settings, state_file=workdir / "ledger.sqlite3")
 
 
 @dataclass

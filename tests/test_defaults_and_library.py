@@ -30,6 +30,16 @@ def test_the_command_lines_defaults_are_the_librarys() -> None:
     )
 
 
+def test_the_store_has_one_name_and_the_older_spelling_still_works() -> None:
+    for command in ("replay", "state"):
+        given = [command, *(["f.jsonl"] if command == "replay" else [])]
+        new = build_parser().parse_args([*given, "--state-file", "s.sqlite3"])
+        old = build_parser().parse_args([*given, "--ledger", "s.sqlite3"])
+        assert new.state_file == old.state_file == "s.sqlite3"
+    args = build_parser().parse_args(["replay", "f.jsonl", "--ledger", "s.sqlite3"])
+    assert replay_settings(args).state_file == Path("s.sqlite3")
+
+
 def test_help_shows_the_librarys_default_values() -> None:
     shown = run_cli("replay", "--help").stdout
     assert f"(default {DeliveryOptions.concurrency})" in shown

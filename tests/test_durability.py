@@ -98,7 +98,7 @@ def test_the_delivery_state_commits_in_wal_mode_at_the_chosen_sync_level(
     tmp_path: Path, power_safe: bool, level: int
 ) -> None:
     """synchronous=NORMAL (1) survives a killed process; FULL (2) a power loss too."""
-    with DeliveryState(tmp_path / "s.sqlite3", "http://x/v1", durable=power_safe) as state:
+    with DeliveryState(tmp_path / "s.sqlite3", "http://x/v1", power_safe=power_safe) as state:
         mode = state._db.execute("PRAGMA journal_mode").fetchone()[0]
         sync = state._db.execute("PRAGMA synchronous").fetchone()[0]
     assert (mode, sync) == ("wal", level)

@@ -81,7 +81,7 @@ def settings_for(tmp: Path, owui: LiveServer, pk: StubServer, **extra: Any) -> L
         "host": "127.0.0.1",
         "port": 0,
         "openwebui_url": owui.url,
-        "replay": ReplaySettings(base_url=pk.url, state_path=tmp / "ledger.sqlite3"),
+        "replay": ReplaySettings(base_url=pk.url, state_file=tmp / "ledger.sqlite3"),
         "mapping": MappingOptions(),
         "workdir": tmp / "work",
         "register": True,
@@ -549,7 +549,7 @@ def test_a_lost_state_is_refused_before_anything_is_sent_again(tmp_path: Path) -
             start(settings_for(tmp_path, owui, pk), Secret(ADMIN_TOKEN, "t"), Secret(API_KEY, "t"),
                   print)  # fmt: skip
         assert len(pk.state.stored) == 3  # nothing sent again
-        replay = ReplaySettings(base_url=pk.url, state_path=tmp_path / "ledger.sqlite3",
+        replay = ReplaySettings(base_url=pk.url, state_file=tmp_path / "ledger.sqlite3",
                                 new_state=True)  # fmt: skip
         with listening(tmp_path, pk, owui, replay=replay) as again:  # a person chose to
             wait_for(reconciled(again))
