@@ -23,7 +23,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ["XDG_STATE_HOME"] = tempfile.mkdtemp()
 
-from tests.conftest import run_cli
+from tests.helpers import run_cli
 from tests.portkey_stub import portkey_stub
 from tests.replay_helpers import (
     make_feedback,

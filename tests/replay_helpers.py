@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from owui_replay.converting import dumps_line
-from tests.conftest import ROOT, Run, environment, run_cli
+from tests.helpers import ROOT, Run, environment, run_cli
 from tests.portkey_stub import API_KEY
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import owui_replay as owr
-from tests.conftest import REAL_EXPORT, ROOT, environment
+from tests.helpers import REAL_EXPORT, ROOT, environment
 from tests.openwebui_stub import ADMIN_TOKEN, openwebui_stub
 from tests.portkey_stub import API_KEY, portkey_stub
 

@@ -13,7 +13,7 @@ import pytest
 from owui_replay.approvals import NAMESPACE
 from owui_replay.delivery_state import default_state_path
 from owui_replay.errors import ExitCode
-from tests.conftest import REAL_EXPORT, Run, environment, run_cli
+from tests.helpers import REAL_EXPORT, Run, environment, run_cli
 from tests.portkey_stub import portkey_stub
 from tests.replay_helpers import journal_events, replay_in_process
 

@@ -20,7 +20,7 @@ import pytest
 from owui_replay.cli import main
 from owui_replay.errors import ExitCode
 from owui_replay.json_scan import DEPTH_LIMIT
-from tests.conftest import REAL_EXPORT, ROOT, run_cli
+from tests.helpers import REAL_EXPORT, ROOT, run_cli
 
 RECORDS = json.loads(REAL_EXPORT.read_text())
 TEMPLATE = next(r for r in RECORDS if r.get("snapshot"))
@@ -247,7 +247,7 @@ def test_an_output_folder_is_a_usage_error_before_any_work(tmp_path: Path, form:
 
 
 def convert_cli(export: Path, output) -> tuple[int, str, str]:
-    from tests.conftest import run_cli
+    from tests.helpers import run_cli
 
     run = run_cli(
         "convert", str(export), "-o", str(output) if not isinstance(output, str) else output

@@ -11,7 +11,7 @@ import pytest
 from owui_replay import __version__
 from owui_replay.cli import build_parser
 from owui_replay.errors import ExitCode
-from tests.conftest import environment, run_cli
+from tests.helpers import environment, run_cli
 
 MINIMAL = {  # enough positionals and required options for each command to parse
     "download": ["-o", "x.json"],

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from owui_replay.errors import ExitCode
-from tests.conftest import REAL_EXPORT, environment, read_jsonl, run_cli
+from tests.helpers import REAL_EXPORT, environment, read_jsonl, run_cli
 from tests.openwebui_stub import ADMIN_TOKEN, openwebui_stub
 from tests.portkey_stub import API_KEY, portkey_stub
 

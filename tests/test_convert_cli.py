@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from owui_replay.errors import ExitCode
-from tests.conftest import EDGE_EXPORT, FIXTURES, REAL_EXPORT, read_jsonl, run_cli
+from tests.helpers import EDGE_EXPORT, FIXTURES, REAL_EXPORT, read_jsonl, run_cli
 
 
 def test_convert_accounts_for_every_record(tmp_path: Path) -> None:

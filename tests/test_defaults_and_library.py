@@ -10,7 +10,7 @@ import owui_replay as owr
 from owui_replay.cli import build_parser, replay_settings
 from owui_replay.errors import ExitCode
 from owui_replay.settings import DeliveryOptions, ReplaySettings, SyncSettings
-from tests.conftest import REAL_EXPORT, environment, run_cli
+from tests.helpers import REAL_EXPORT, environment, run_cli
 from tests.openwebui_stub import ADMIN_TOKEN, openwebui_stub
 from tests.portkey_stub import API_KEY, portkey_stub
 

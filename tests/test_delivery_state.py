@@ -21,7 +21,7 @@ from owui_replay.delivery_state import (
 )
 from owui_replay.errors import ExitCode, StateError
 from owui_replay.urls import normalized_url
-from tests.conftest import REAL_EXPORT, environment, read_jsonl, run_cli
+from tests.helpers import REAL_EXPORT, environment, read_jsonl, run_cli
 from tests.portkey_stub import API_KEY, Fault, portkey_stub
 from tests.replay_helpers import make_feedback, replay_in_process
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from owui_replay.errors import ExitCode
-from tests.conftest import FIXTURES, REAL_EXPORT, Run, environment, run_cli
+from tests.helpers import FIXTURES, REAL_EXPORT, Run, environment, run_cli
 from tests.openwebui_stub import (
     ADMIN_API_KEY,
     ADMIN_TOKEN,

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from owui_replay.delivery_state import DeliveryState
-from tests.conftest import REAL_EXPORT, environment, run_cli
+from tests.helpers import REAL_EXPORT, environment, run_cli
 from tests.openwebui_stub import ADMIN_TOKEN, openwebui_stub
 from tests.portkey_stub import Fault, portkey_stub
 from tests.replay_helpers import make_feedback, replay_in_process

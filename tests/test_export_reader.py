@@ -12,7 +12,7 @@ import pytest
 
 from owui_replay.errors import InputError
 from owui_replay.export_reader import locate_parse_error, open_export
-from tests.conftest import FIXTURES, REAL_EXPORT
+from tests.helpers import FIXTURES, REAL_EXPORT
 
 
 def read_all(path: Path | str) -> tuple[list[object], object]:

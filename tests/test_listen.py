@@ -26,7 +26,7 @@ from owui_replay.mapping import MappingOptions
 from owui_replay.replaying import ReplaySettings
 from owui_replay.secrets import Secret
 from owui_replay.settings import ListenSettings
-from tests.conftest import REAL_EXPORT, environment, run_cli
+from tests.helpers import REAL_EXPORT, environment, run_cli
 from tests.openwebui_live_stub import (
     ACTOR,
     RECORD,
@@ -518,7 +518,7 @@ def test_a_second_listener_on_the_same_state_and_endpoint_refuses_to_start(
     import subprocess
     import sys
 
-    from tests.conftest import ROOT
+    from tests.helpers import ROOT
 
     with mirror(tmp_path, []) as m:
         wait_for(reconciled(m))

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from owui_replay.errors import ExitCode
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 from tests.openwebui_live_stub import LiveServer, live_openwebui, new_rating
 from tests.openwebui_stub import ADMIN_TOKEN
 from tests.portkey_stub import API_KEY, Fault, StubServer, portkey_stub

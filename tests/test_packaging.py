@@ -9,7 +9,7 @@ from importlib import metadata
 
 import owui_replay
 from owui_replay._version import __version__
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 
 def test_the_cli_reports_the_installed_distributions_version() -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from owui_replay.errors import ExitCode
-from tests.conftest import REAL_EXPORT, ROOT, run_cli
+from tests.helpers import REAL_EXPORT, ROOT, run_cli
 from tests.portkey_stub import Fault, portkey_stub
 from tests.replay_helpers import journal_events, make_feedback, replay_in_process
 

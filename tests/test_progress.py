@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from owui_replay.cli import main
-from tests.conftest import REAL_EXPORT
+from tests.helpers import REAL_EXPORT
 from tests.portkey_stub import API_KEY, portkey_stub
 from tests.replay_helpers import make_feedback
 

@@ -10,7 +10,7 @@ import pytest
 
 from owui_replay.cli import build_parser
 from owui_replay.errors import ExitCode
-from tests.conftest import ROOT, run_cli
+from tests.helpers import ROOT, run_cli
 
 README = (ROOT / "README.md").read_text("utf-8")
 

@@ -9,7 +9,7 @@ import pytest
 
 from owui_replay.delivery_state import DeliveryState, rating_of
 from owui_replay.errors import ExitCode
-from tests.conftest import REAL_EXPORT, read_jsonl, run_cli
+from tests.helpers import REAL_EXPORT, read_jsonl, run_cli
 from tests.portkey_stub import API_KEY, Fault, portkey_stub
 from tests.replay_helpers import journal_events, make_feedback, replay_in_process
 

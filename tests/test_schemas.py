@@ -19,7 +19,7 @@ from owui_replay.schemas import (
     load_schema,
     truncate_value,
 )
-from tests.conftest import EDGE_EXPORT, FIXTURES, FLAT_EXPORT, REAL_EXPORT, load_fixture, read_jsonl
+from tests.helpers import EDGE_EXPORT, FIXTURES, FLAT_EXPORT, REAL_EXPORT, load_fixture, read_jsonl
 from tests.strategies import records
 
 VALIDATOR = RecordValidator(OPENWEBUI_SCHEMA)

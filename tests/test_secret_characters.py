@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from owui_replay.errors import ExitCode
-from tests.conftest import environment, run_cli
+from tests.helpers import environment, run_cli
 from tests.portkey_stub import API_KEY, portkey_stub
 from tests.replay_helpers import make_feedback
 

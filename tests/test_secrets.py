@@ -10,7 +10,7 @@ import pytest
 from owui_replay.cli import main
 from owui_replay.errors import ExitCode
 from owui_replay.secrets import Secret
-from tests.conftest import REAL_EXPORT, environment, run_cli
+from tests.helpers import REAL_EXPORT, environment, run_cli
 from tests.portkey_stub import API_KEY, Fault, portkey_stub
 from tests.replay_helpers import make_feedback
 

@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from owui_replay.errors import ExitCode
-from tests.conftest import REAL_EXPORT, ROOT, environment, run_cli
+from tests.helpers import REAL_EXPORT, ROOT, environment, run_cli
 from tests.openwebui_stub import ADMIN_TOKEN, openwebui_stub
 from tests.portkey_stub import API_KEY
 from tests.proxy_stub import closed_port

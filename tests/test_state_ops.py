@@ -22,7 +22,7 @@ from typing import Any
 from owui_replay import delivery_state
 from owui_replay.delivery_state import DeliveryState
 from owui_replay.errors import ExitCode
-from tests.conftest import REAL_EXPORT, ROOT, environment, run_cli
+from tests.helpers import REAL_EXPORT, ROOT, environment, run_cli
 from tests.openwebui_stub import ADMIN_TOKEN, openwebui_stub
 from tests.portkey_stub import API_KEY, portkey_stub
 from tests.replay_helpers import make_feedback, replay_in_process, replay_process, uncertain_resent

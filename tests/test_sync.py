@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from owui_replay.errors import ExitCode
-from tests.conftest import REAL_EXPORT, ROOT, Run, environment, run_cli
+from tests.helpers import REAL_EXPORT, ROOT, Run, environment, run_cli
 from tests.openwebui_stub import ADMIN_TOKEN, USER_ID, USER_TOKEN, openwebui_stub
 from tests.portkey_stub import API_KEY, portkey_stub
 from tests.replay_helpers import uncertain_resent

@@ -51,7 +51,7 @@ def test_an_untrusted_certificate_stops_at_once_without_sending(tmp_path: Path) 
 
 
 def test_download_over_tls_with_a_private_ca(tmp_path: Path) -> None:
-    from tests.conftest import REAL_EXPORT, environment, run_cli
+    from tests.helpers import REAL_EXPORT, environment, run_cli
     from tests.openwebui_stub import ADMIN_TOKEN, OwuiServer, OwuiState
 
     ca = trustme.CA()

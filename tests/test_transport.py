@@ -17,7 +17,7 @@ from pathlib import Path
 import trustme
 
 from owui_replay.errors import ExitCode
-from tests.conftest import REAL_EXPORT, environment, run_cli
+from tests.helpers import REAL_EXPORT, environment, run_cli
 from tests.openwebui_stub import ADMIN_TOKEN, OwuiServer, OwuiState
 from tests.portkey_stub import API_KEY, StubServer, StubState, portkey_stub
 from tests.proxy_stub import closed_port, logging_proxy

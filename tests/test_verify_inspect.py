@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from owui_replay.errors import ExitCode
-from tests.conftest import EDGE_EXPORT, FIXTURES, REAL_EXPORT, run_cli
+from tests.helpers import EDGE_EXPORT, FIXTURES, REAL_EXPORT, run_cli
 
 
 def handoff(tmp_path: Path, export: Path = EDGE_EXPORT) -> Path:
