@@ -953,12 +953,13 @@ def _add_state(commands: Any) -> None:
         help="the delivery state (default $XDG_STATE_HOME/owui-replay/ledger.sqlite3; --ledger "
         "is the older name)",
     )
-    p.add_argument(
+    start_over = p.add_mutually_exclusive_group()
+    start_over.add_argument(
         "--forget",
         metavar="URL",
         help="drop everything known about this endpoint: the next replay sends everything",
     )
-    p.add_argument(
+    start_over.add_argument(
         "--prune",
         action="store_true",
         help="drop the endpoints that hold nothing delivered and nothing uncertain (typos, "
@@ -976,12 +977,7 @@ def _add_state(commands: Any) -> None:
 def run_state(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> ExitCode:
     from pathlib import Path
 
-    from owui_replay.delivery_state import (
-        backup_state,
-        default_state_path,
-        list_endpoints,
-    )
-    from owui_replay.urls import normalized_url
+    from owui_replay.delivery_state import backup_state, default_state_path, list_endpoints
 
     path = Path(args.state_file) if args.state_file else default_state_path()
     if args.backup:
@@ -989,21 +985,7 @@ def run_state(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> Exi
         stderr.write(f"{PROG}: copied {path} to {args.backup} ({copied['endpoints']} endpoints)\n")
         return ExitCode.OK
     if args.forget or args.prune:
-        if not path.exists():
-            raise InputError(f"{path}: no delivery state here")
-        names = (
-            [normalized_url(args.forget, name="--forget")]
-            if args.forget
-            else [
-                name
-                for name, c in list_endpoints(path)
-                if not c["delivered"] and not c["uncertain"]
-            ]
-        )
-        for endpoint in names:
-            stderr.write(f"{PROG}: {_forget(path, endpoint)}\n")
-        if args.prune and not names:
-            stderr.write(f"{PROG}: nothing to prune: every endpoint holds deliveries ({path})\n")
+        _forget_endpoints(path, args.forget, stderr)
         return ExitCode.OK
     endpoints = list_endpoints(path)
     if args.json:
@@ -1017,6 +999,23 @@ def run_state(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> Exi
             f"{counts['refused']} refused, {counts['extra_copies']} extra copies possible\n"
         )
     return ExitCode.OK
+
+
+def _forget_endpoints(path: Path, url: str | None, stderr: IO[str]) -> None:
+    """--forget URL, or --prune: every endpoint with nothing delivered and nothing uncertain."""
+    from owui_replay.delivery_state import list_endpoints
+    from owui_replay.urls import normalized_url
+
+    if not path.exists():
+        raise InputError(f"{path}: no delivery state here")
+    if url is not None:
+        names = [normalized_url(url, name="--forget")]
+    else:
+        names = [n for n, c in list_endpoints(path) if not c["delivered"] and not c["uncertain"]]
+        if not names:
+            stderr.write(f"{PROG}: nothing to prune: every endpoint holds deliveries ({path})\n")
+    for endpoint in names:
+        stderr.write(f"{PROG}: {_forget(path, endpoint)}\n")
 
 
 def _forget(path: Path, endpoint: str) -> str:

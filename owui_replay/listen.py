@@ -36,6 +36,7 @@ from owui_replay.converting import dumps_line
 from owui_replay.delivery import Deliverer, FailedFile, Send
 from owui_replay.delivery_state import (
     DeliveryState,
+    Known,
     LineState,
     Rating,
     content_hash,
@@ -48,7 +49,7 @@ from owui_replay.errors import ReplayError, UsageError
 from owui_replay.journal import Journal
 from owui_replay.listen_audit import DailyAudit, today
 from owui_replay.listen_server import ListenServer, Receiver
-from owui_replay.live_state import SETTLE_SECONDS, LiveState
+from owui_replay.live_state import SETTLE_SECONDS, Hint, LiveState
 from owui_replay.mapping import Mapper, Skip
 from owui_replay.openwebui_live import LiveOpenWebUI, OpenWebUIDown
 from owui_replay.portkey_client import PortkeyClient
@@ -339,29 +340,26 @@ class Listener:
         return max(0.01, min(1.0, min(due) - now))
 
     def _step(self) -> bool:
-        if self._audit_day != today():
-            for folder in self.audit.seal_finished_days():
-                self.log(f"audit: sealed {folder} (verify it with verify --export)")
-            self._audit_day = today()
-        if self.settings.register and not self.registered:  # retried like any call
-            outcome = self.register()
-            self.registered = True
-            self.log(f"webhook {self.settings.webhook_name!r} {outcome} for {', '.join(EVENTS)}")
+        self._housekeeping()
         now = time.monotonic()
         if now >= self._reconcile_due:
-            self.reconcile()
-            self._reconcile_due = time.monotonic() + self.settings.reconcile_every
+            self._reconcile_now()
             return True
         hints = self.live.hints()
         due = [fid for fid, at in self._settle.items() if at <= now]
         if not hints and not due:
             return False
-        if any(h.event == "feedback.deleted_all" for h in hints):
+        wiped = [h.seq for h in hints if h.event == "feedback.deleted_all"]
+        if wiped:
             self.log("event feedback.deleted_all: reconciling with the /ids list")
-            self.reconcile()
-            self._reconcile_due = time.monotonic() + self.settings.reconcile_every
-            self.live.drop_hints([h.seq for h in hints if h.event == "feedback.deleted_all"])
+            self._reconcile_now()
+            self.live.drop_hints(wiped)
             return True
+        self._serve(hints, due)
+        return True
+
+    def _serve(self, hints: list[Hint], due: list[str]) -> None:
+        """One round over the hinted and the settle-due ratings; hints answered are dropped."""
         batch = list(dict.fromkeys([h.subject for h in hints] + due))[:CHUNK]
         for fid in batch:
             self._settle.pop(fid, None)  # the round may ask for another settle fetch
@@ -370,7 +368,21 @@ class Listener:
             if fid in batch and fid not in done:
                 self._settle.setdefault(fid, time.monotonic() + 1.0)
         self.live.drop_hints([h.seq for h in hints if h.subject in done])
-        return True
+
+    def _housekeeping(self) -> None:
+        """Seal finished audit days; register the webhook until that has worked once."""
+        if self._audit_day != today():
+            for folder in self.audit.seal_finished_days():
+                self.log(f"audit: sealed {folder} (verify it with verify --export)")
+            self._audit_day = today()
+        if self.settings.register and not self.registered:  # retried like any call
+            outcome = self.register()
+            self.registered = True
+            self.log(f"webhook {self.settings.webhook_name!r} {outcome} for {', '.join(EVENTS)}")
+
+    def _reconcile_now(self) -> None:
+        self.reconcile()
+        self._reconcile_due = time.monotonic() + self.settings.reconcile_every
 
     def _failing(self, which: str, message: str) -> None:
         with self.health.lock:
@@ -500,24 +512,8 @@ class Listener:
         """Judge one fetched record as replay judges a line; a Send when Portkey lacks it."""
         if item.record is None:
             return self._prepare_withdrawal(item)
-        record = item.record
-        if not self.record_validator.is_valid(record) or record.get("id") != item.subject:
-            errors = "; ".join(
-                f"{e.path}: {e.message}" for e in self.record_validator.errors(record)[:3]
-            )
-            self.log(f"{item.subject}: skipped: the record fails the schema ({errors or 'id'})")
-            item.done = True
-            self._record(item, None, keep=True)
-            return None
-        try:
-            payload = self.mapper.map(record)
-        except Skip as skip:
-            self.log(f"{item.subject}: skipped: {skip.code}: {skip.detail}")
-            item.done = True
-            self._record(item, None, keep=True)
-            return None
-        if not self.payload_validator.is_valid(payload):
-            self.log(f"{item.subject}: skipped: the mapped payload fails the Portkey schema")
+        payload = self._payload(item, item.record)
+        if payload is None:
             item.done = True
             self._record(item, None, keep=True)
             return None
@@ -530,26 +526,52 @@ class Listener:
             item.done = True
             self._record(item, payload, keep=False)
             return None
-        if verdict is LineState.UNCERTAIN:
-            assert known is not None
-            if self.replay.uncertain == "skip":
-                self.log(f"{item.subject}: uncertain skipped (--uncertain skip)")
-                item.done = True
-                return None
-            self.log(
-                f"{item.subject}: uncertain resent: its earlier POST got no answer, so Portkey "
-                f"may end with up to {known.unknown} extra copies"
-            )
-        elif verdict is not LineState.NEW and verdict is not LineState.CHANGED:
-            self.log(f"{item.subject}: not sent: {verdict.value}")
-            item.done = True
-            self._record(item, None, keep=True)
+        if not self._worth_sending(item, verdict, known):
             return None
         item.sending = True
         put_id = known.portkey_id if verdict is LineState.CHANGED and known else None
         item.put = put_id is not None
         self.live.note_sending(item.subject, payload)
         return Send(self._next_line(), rating, put_id=put_id), raw
+
+    def _payload(self, item: _Item, record: Any) -> dict[str, Any] | None:
+        """The payload convert would write for RECORD, or None (said in the log) when convert
+        would reject it."""
+        if not self.record_validator.is_valid(record) or record.get("id") != item.subject:
+            errors = "; ".join(
+                f"{e.path}: {e.message}" for e in self.record_validator.errors(record)[:3]
+            )
+            self.log(f"{item.subject}: skipped: the record fails the schema ({errors or 'id'})")
+            return None
+        try:
+            payload = self.mapper.map(record)
+        except Skip as skip:
+            self.log(f"{item.subject}: skipped: {skip.code}: {skip.detail}")
+            return None
+        if not self.payload_validator.is_valid(payload):
+            self.log(f"{item.subject}: skipped: the mapped payload fails the Portkey schema")
+            return None
+        return payload
+
+    def _worth_sending(self, item: _Item, verdict: LineState, known: Known | None) -> bool:
+        """New, changed and (announced) uncertain ratings are sent; the rest are recorded."""
+        if verdict is LineState.UNCERTAIN:
+            assert known is not None
+            if self.replay.uncertain == "skip":
+                self.log(f"{item.subject}: uncertain skipped (--uncertain skip)")
+                item.done = True
+                return False
+            self.log(
+                f"{item.subject}: uncertain resent: its earlier POST got no answer, so Portkey "
+                f"may end with up to {known.unknown} extra copies"
+            )
+            return True
+        if verdict is LineState.NEW or verdict is LineState.CHANGED:
+            return True
+        self.log(f"{item.subject}: not sent: {verdict.value}")
+        item.done = True
+        self._record(item, None, keep=True)
+        return False
 
     def _prepare_withdrawal(self, item: _Item) -> tuple[Send, bytes] | None:
         seen = self.live.seen(item.subject)

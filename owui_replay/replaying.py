@@ -13,6 +13,7 @@ from typing import IO, Any
 from owui_replay.approvals import require_approvals
 from owui_replay.atomic import missing_folders, remove_empty
 from owui_replay.delivery import (
+    CONFIGURATION,
     Deliverer,
     DeliveryStats,
     FailedFile,
@@ -218,41 +219,53 @@ class ReplayResult:
         else:
             parts.append(f"delivered now: {stats.posted} posted, {stats.updated} updated")
         parts.append(f"already delivered: {states[LineState.DELIVERED]}")
-        if states[LineState.STALE]:
-            parts.append(f"older than what Portkey has: {states[LineState.STALE]}")
-        if plan.backwards:
-            parts.append(
-                f"changed to an older updated_at, not sent: {plan.backwards} (no export time "
-                "says which export is newer; --send-older sends them)"
-            )
-        if states[LineState.NOT_UPDATABLE]:
-            parts.append(
-                "changed but not updatable (Portkey returned no feedback id): "
-                f"{states[LineState.NOT_UPDATABLE]}"
-            )
-        if stats is not None and stats.refused:
-            parts.append(f"refused: {stats.refused} (see {self.paths.failed.name})")
-        if states[LineState.REFUSED]:
-            parts.append(
-                f"refused earlier: {states[LineState.REFUSED]} (--retry-refused sends them again)"
-            )
-        if plan.below_offset:
-            parts.append(f"before --start-offset: {plan.below_offset}")
-        if plan.superseded:
-            parts.append(f"older copies of a rating in this file: {plan.superseded}")
+        parts += [text for count, text in self._plan_parts() if count]
         parts.append(f"uncertain resent: {plan.uncertain_resent}")
         if plan.uncertain_skipped:
             parts.append(f"uncertain skipped: {plan.uncertain_skipped}")
         if stats is not None:
-            parts.append(f"extra copies Portkey may hold: {stats.extra_copies}")
-            parts.append(f"retries: {stats.retried}")
-            if stats.throttled:
-                parts.append(f"throttled (429): {stats.throttled}")
-            if stats.stop_reason is not None and self.not_delivered > 0:
-                parts.append(f"not delivered yet: {self.not_delivered} (run again to resume)")
+            parts += self._delivery_parts(stats)
         if plan.approved_by:
             parts.append(f"approved by: {', '.join(plan.approved_by)}")
         return f"{plan.endpoint}: " + ", ".join(parts)
+
+    def _plan_parts(self) -> list[tuple[int, str]]:
+        """The plan's counts that are said only when not zero, each with its words."""
+        plan, states = self.plan, self.plan.states
+        refused_now = self.stats.refused if self.stats is not None else 0
+        return [
+            (states[LineState.STALE], f"older than what Portkey has: {states[LineState.STALE]}"),
+            (
+                plan.backwards,
+                f"changed to an older updated_at, not sent: {plan.backwards} (no export time "
+                "says which export is newer; --send-older sends them)",
+            ),
+            (
+                states[LineState.NOT_UPDATABLE],
+                "changed but not updatable (Portkey returned no feedback id): "
+                f"{states[LineState.NOT_UPDATABLE]}",
+            ),
+            (refused_now, f"refused: {refused_now} (see {self.paths.failed.name})"),
+            (
+                states[LineState.REFUSED],
+                f"refused earlier: {states[LineState.REFUSED]} (--retry-refused sends them again)",
+            ),
+            (plan.below_offset, f"before --start-offset: {plan.below_offset}"),
+            (plan.superseded, f"older copies of a rating in this file: {plan.superseded}"),
+        ]
+
+    def _delivery_parts(self, stats: DeliveryStats) -> list[str]:
+        parts = [
+            f"extra copies Portkey may hold: {stats.extra_copies}",
+            f"retries: {stats.retried}",
+        ]
+        if stats.throttled:
+            parts.append(f"throttled (429): {stats.throttled}")
+        if stats.stop_reason is not None and self.not_delivered > 0:
+            # running again helps after an interruption or a give-up, not after a wrong setting
+            again = "" if stats.stop_reason in CONFIGURATION else " (run again to resume)"
+            parts.append(f"not delivered yet: {self.not_delivered}{again}")
+        return parts
 
 
 def _checked(
