@@ -30,6 +30,8 @@ ARMOR_END = "-----END SSH SIGNATURE-----"
 
 
 class NotApproved(ReplayError):
+    """Too few valid approvals for this manifest: nothing is sent (exit 9)."""
+
     code = ExitCode.NOT_APPROVED
 
 

@@ -97,6 +97,8 @@ def stop_outcome(reason: StopReason, detail: str, endpoint: str) -> tuple[ExitCo
 
 
 class Outcome(Enum):
+    """What one HTTP answer means for the lines it carried."""
+
     ACKED = "acked"  # Portkey stored (POST) or updated (PUT) it
     REFUSED = "refused"  # a 4xx about this payload
     RETRY = "retry"  # try again later: 408, 429, 5xx, no answer
@@ -137,6 +139,8 @@ class Send:
 
 @dataclass(frozen=True)
 class Request:
+    """One HTTP request's worth of lines (a batch), as it goes out and is retried."""
+
     sends: list[Send]
     raws: list[bytes]
     method: str
@@ -153,6 +157,8 @@ class Request:
 
 @dataclass
 class DeliveryStats:
+    """What a delivery run did: the counts of the summary, and why it stopped."""
+
     posted: int = 0  # lines Portkey acknowledged for a POST
     updated: int = 0  # lines Portkey acknowledged for a PUT
     refused: int = 0
@@ -211,6 +217,9 @@ class Flight:
 
 
 class Deliverer:
+    """Sends lines to Portkey with concurrent workers, a shared pacer and retries,
+    committing the intent before each request and the outcome after each answer."""
+
     poll_seconds = 0.05  # how often run() looks whether its workers are done (listen: less)
 
     def __init__(

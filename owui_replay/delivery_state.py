@@ -168,6 +168,8 @@ def _now() -> str:
 
 
 class StateBusy(ReplayError):
+    """Another run holds this endpoint in this state file (exit 8)."""
+
     code = ExitCode.BUSY
 
 

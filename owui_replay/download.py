@@ -46,6 +46,8 @@ MAX_PASSES = 5
 
 @dataclass
 class Downloaded:
+    """A finished download: the file, its sha256 and size, how many records, which scope."""
+
     path: Path
     sha256: str
     bytes: int

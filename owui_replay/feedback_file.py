@@ -24,6 +24,8 @@ from owui_replay.schemas import PORTKEY_SCHEMA, RecordValidator
 
 @dataclass(frozen=True)
 class FeedbackFile:
+    """A feedback JSONL scanned once: its sha256, its lines, and their byte offsets."""
+
     path: Path
     sha256: str
     lines: int

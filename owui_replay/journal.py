@@ -63,6 +63,8 @@ def journal_header(path: Path) -> dict[str, Any]:
 
 
 class Journal:
+    """Appends a run's events to FEEDBACK.journal.jsonl, for people; never read to decide."""
+
     def __init__(
         self,
         path: Path,

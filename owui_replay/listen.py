@@ -158,6 +158,9 @@ class _Item:
 
 
 class Listener:
+    """The live mirror's worker: turns hints and reconcile passes into deliveries and
+    withdrawals, and keeps the health that /healthz reports."""
+
     def __init__(
         self,
         settings: ListenSettings,

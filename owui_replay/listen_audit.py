@@ -35,6 +35,8 @@ def today() -> str:
 
 
 class DailyAudit:
+    """The listener's audit trail: a folder per day with what it sent, in convert's format."""
+
     def __init__(self, workdir: Path, mapping: MappingOptions) -> None:
         self.root = workdir / AUDIT
         self.mapping = mapping

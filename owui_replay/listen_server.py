@@ -76,6 +76,8 @@ class Receiver:
 
 
 class Handler(BaseHTTPRequestHandler):
+    """One HTTP request to the listener: an event, /healthz, or anything else (refused)."""
+
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True
     timeout = 10  # seconds a client may idle mid-request
@@ -136,6 +138,8 @@ class Handler(BaseHTTPRequestHandler):
 
 
 class ListenServer(ThreadingHTTPServer):
+    """The listener's HTTP server: threads per request, Nagle off, no tracebacks."""
+
     daemon_threads = True
     allow_reuse_address = True
 

@@ -64,6 +64,8 @@ SETTLE_SECONDS = 1.5  # a fetch this long after a version was first seen saw its
 
 @dataclass(frozen=True)
 class Hint:
+    """An event's subject, durably recorded before the event was acknowledged."""
+
     seq: int
     subject: str
     event: str

@@ -32,11 +32,15 @@ class OpenWebUIDown(ReplayError):
 
 @dataclass(frozen=True)
 class IdEntry:
+    """One row of /feedbacks/all/ids: a rating's id and when it last changed."""
+
     id: str
     updated_at: int
 
 
 class LiveOpenWebUI:
+    """The calls the live mirror makes to Open WebUI: /ids, one record, webhooks."""
+
     def __init__(self, client: OpenWebUI) -> None:
         self.client = client
 

@@ -81,6 +81,8 @@ def _json_object(body: str) -> dict | None:
 
 
 class PortkeyClient:
+    """POST and PUT /feedback over one keep-alive session; never follows a redirect."""
+
     def __init__(
         self,
         base_url: str,

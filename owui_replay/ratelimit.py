@@ -30,6 +30,8 @@ _MIN_RATE = 0.5
 
 
 class RateLimiter:
+    """A token bucket shared by the workers, learning the server's limit from 429s."""
+
     def __init__(
         self,
         rate: float | None,

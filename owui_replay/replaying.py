@@ -145,6 +145,8 @@ def plan_lines(
 
 @dataclass
 class ReplayResult:
+    """What a replay (or a dry run) planned and did, with its exit code and summary."""
+
     plan: Plan
     stats: DeliveryStats | None  # None: a dry run
     paths: HandoffPaths

@@ -57,6 +57,8 @@ def state_in(workdir: Path, settings: ReplaySettings) -> ReplaySettings:
 
 @dataclass
 class SyncResult:
+    """One sync run: its folder, and what download, convert and replay did."""
+
     run_dir: Path
     download: Downloaded
     convert: ConvertResult

@@ -27,6 +27,8 @@ from owui_replay.mapping import MappingOptions
 
 @dataclass
 class Report:
+    """verify's checks (each OK or FAIL), the handoff's facts and the signatures seen."""
+
     checks: list[tuple[bool, str]] = field(default_factory=list)
     facts: list[str] = field(default_factory=list)
     signatures: list[Checked] = field(default_factory=list)
@@ -112,6 +114,8 @@ def _count(value: Any) -> bool:
 
 @dataclass
 class Approval:
+    """approve's result: the verify report, and the signature file when it signed."""
+
     report: Report
     signature: Path | None  # None: the handoff did not verify, nothing was signed
     fingerprint: str = ""
