@@ -53,13 +53,20 @@ class StopReason(Enum):
     WRONG_URL = "wrong-url"
     REDIRECT = "redirect"
     GAVE_UP = "gave-up"
+    UNREACHABLE = "unreachable"  # no connection on the run's first try: nothing to retry for
     ERROR = "error"
 
 
 # a wrong configuration: no answer received while (or after) one of these stopped the run
 # refuses a line, since the answer may be about the configuration, not about the payload
 CONFIGURATION = frozenset(
-    {StopReason.AUTH, StopReason.TLS, StopReason.WRONG_URL, StopReason.REDIRECT}
+    {
+        StopReason.AUTH,
+        StopReason.TLS,
+        StopReason.WRONG_URL,
+        StopReason.REDIRECT,
+        StopReason.UNREACHABLE,
+    }
 )
 
 
@@ -73,15 +80,23 @@ def stop_outcome(reason: StopReason, detail: str, endpoint: str) -> tuple[ExitCo
             "and that it has the feedback scope."
         )
     if reason is StopReason.TLS:
-        return ExitCode.DELIVERY_FAILED, (
-            f"{detail}; stopped. If Portkey sits behind a private CA, pass --ca-bundle PATH."
+        hint = (
+            "the URL should start with http://"
+            if "does not speak TLS" in detail
+            else "if Portkey sits behind a private CA, pass --ca-bundle PATH"
+        )
+        return ExitCode.DELIVERY_FAILED, f"{detail}; stopped: {hint}."
+    if reason is StopReason.UNREACHABLE:
+        return ExitCode.NETWORK, (
+            f"{endpoint}: {detail}; stopped at once, nothing was sent. Check the URL "
+            "(--portkey-url, $PORTKEY_BASE_URL) and the network."
         )
     if reason is StopReason.WRONG_URL:
-        path = urlsplit(endpoint).path
+        suggestion = suggested_base(endpoint)
         hint = (
-            f"; the base URL should end in /v1, e.g. --base-url {endpoint}/v1"
-            if not path.endswith("/v1")
-            else "; check --base-url (Portkey's is https://api.portkey.ai/v1)"
+            f"; the base URL should end in /v1, e.g. --portkey-url {suggestion}"
+            if suggestion != endpoint
+            else "; check --portkey-url (Portkey's is https://api.portkey.ai/v1)"
         )
         return ExitCode.ENDPOINT, (
             f"{detail}: that is not Portkey's feedback API{hint}. Stopped; no line was used up."
@@ -89,11 +104,22 @@ def stop_outcome(reason: StopReason, detail: str, endpoint: str) -> tuple[ExitCo
     if reason is StopReason.REDIRECT:
         return ExitCode.ENDPOINT, (
             f"{detail}; redirects are not followed (the key goes to no other host). Stopped; "
-            "no line was used up: pass the final URL as --base-url."
+            "no line was used up: pass the final URL as --portkey-url."
         )
     if reason is StopReason.GAVE_UP:
         return ExitCode.DELIVERY_FAILED, f"{detail}; stopped. Run again to resume."
     return ExitCode.DELIVERY_FAILED, f"{detail}; stopped."
+
+
+def suggested_base(endpoint: str) -> str:
+    """The base URL a Portkey URL most likely meant: up to and including /v1."""
+    parts = urlsplit(endpoint)
+    path = parts.path.rstrip("/")
+    if "/v1/" in path + "/":
+        path = path[: (path + "/").index("/v1/") + 3]
+    else:
+        path = path.removesuffix("/feedback") + "/v1"
+    return parts._replace(path=path, query="", fragment="").geturl()
 
 
 class Outcome(Enum):
@@ -252,6 +278,7 @@ class Deliverer:
         self._changed = threading.Condition(self._lock)  # a flight landed, a writer left
         self._flights: dict[int, Flight] = {}  # by take-off order
         self._next_flight = 0
+        self._heard = False  # the server has answered once in this run
         self._writers = 0  # workers writing to the state, the journal or the failed file
         self._abandoned = False  # the run ended under workers still waiting for answers
         self._left_behind: list[Request] | None = None  # their requests, once abandoned
@@ -382,7 +409,7 @@ class Deliverer:
                 if sent is None:
                     return  # abandoned before the intent was recorded: nothing left
                 reply, sent_at = sent
-                outcome, reason = judge_reply(reply, request.method)
+                outcome, reason = self._judge(reply, request.method)
                 if reason is not None:  # every other worker stops before it judges more
                     self._halt(reason, self._stop_detail(request, reply, reason))
                 elif outcome is Outcome.REFUSED:
@@ -399,6 +426,19 @@ class Deliverer:
             delay = self._retry_delay(request, reply, attempt, sent_at)
             if delay is None or self.stop.wait(delay):
                 return  # gave up, or interrupted while backing off: the state says so
+
+    def _judge(self, reply: Reply, method: str) -> tuple[Outcome, StopReason | None]:
+        """judge_reply, and one rule of the run's: a server that has never answered and
+        cannot be connected to (refused, no such host) stops the run at once; retrying a
+        wrong address only delays the message. Once it has answered, a refusal is a restart
+        or a blip, and retried."""
+        outcome, reason = judge_reply(reply, method)
+        with self._lock:
+            if reply.status is not None:
+                self._heard = True
+            elif reason is None and reply.unreachable and not self._heard:
+                return Outcome.STOP, StopReason.UNREACHABLE
+        return outcome, reason
 
     def _take_off(self, request: Request) -> int | None:
         """Register the request as in flight, unless the run stopped; its take-off number."""

@@ -31,6 +31,7 @@ from owui_replay.atomic import (
 )
 from owui_replay.errors import ExitCode, InputError, ReplayError
 from owui_replay.http_session import checked_ca_bundle, session_for
+from owui_replay.net_words import in_words
 from owui_replay.progress import byte_bar
 from owui_replay.secrets import Secret, openwebui_token
 from owui_replay.settings import DOWNLOAD_TIMEOUT
@@ -208,21 +209,7 @@ def _is_web_page(response: requests.Response) -> bool:
 
 
 def _reason(exc: Exception) -> str:
-    """What failed, in words: refused, unknown host, timed out, reset."""
-    text = str(exc)
-    for marker, words in (
-        ("Connection refused", "connection refused (is Open WebUI running at this address?)"),
-        ("Name or service not known", "the host name does not resolve"),
-        ("Temporary failure in name resolution", "the host name does not resolve"),
-        ("Failed to resolve", "the host name does not resolve"),
-        ("timed out", "the connection timed out"),
-        ("Read timed out", "no data within --timeout seconds"),
-        ("Connection reset", "the connection was reset"),
-        ("RemoteDisconnected", "the server closed the connection"),
-    ):
-        if marker in text:
-            return words
-    return f"{type(exc).__name__}: {text[:200]}"
+    return in_words(exc, "Open WebUI")
 
 
 def download(

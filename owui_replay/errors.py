@@ -21,7 +21,7 @@ class ExitCode(IntEnum):
     BUSY = 8  # another run holds the same endpoint (or sync's lock)
     NOT_APPROVED = 9  # replay --allowed-signers: not enough valid approvals; nothing was sent
     NOTHING_NEW = 10  # sync: the run succeeded and there was nothing to send
-    NETWORK = 11  # download: the server could not be reached or broke off; nothing written
+    NETWORK = 11  # a server could not be reached (or, downloading, broke off); nothing used up
     NO_STATE = 12  # the delivery state has no record of an endpoint that has deliveries elsewhere
     STATE = 13  # the delivery state (or replay's journal) cannot be opened, read or written
     INTERRUPTED = 130  # Ctrl-C or SIGTERM; state was saved
@@ -39,7 +39,7 @@ EXIT_CODE_HELP = {
     ExitCode.BUSY: "another run holds the endpoint or sync's work directory",
     ExitCode.NOT_APPROVED: "too few valid approvals (--allowed-signers); nothing sent",
     ExitCode.NOTHING_NEW: "sync: nothing new to send",
-    ExitCode.NETWORK: "download: server unreachable or broke off; nothing written",
+    ExitCode.NETWORK: "a server could not be reached (download: or broke off); nothing used up",
     ExitCode.NO_STATE: "evidence of deliveries the state does not know (--new-state); nothing sent",
     ExitCode.STATE: "the delivery state or journal cannot be opened, read or written",
     ExitCode.INTERRUPTED: "interrupted (Ctrl-C, SIGTERM); state was saved",

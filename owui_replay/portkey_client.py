@@ -21,6 +21,7 @@ from urllib3.exceptions import ProxyError as UrllibProxyError
 
 from owui_replay._version import __version__
 from owui_replay.http_session import checked_ca_bundle, session_for
+from owui_replay.net_words import in_words
 from owui_replay.secrets import Secret
 
 BODY_LIMIT = 2000
@@ -37,6 +38,7 @@ class Reply:
     error: str | None = None
     sent: bool = True  # False only when the request surely never reached the server
     tls_failure: bool = False  # certificate or handshake failure: retrying will not help
+    unreachable: bool = False  # refused, no such host, no route: no connection was made
     location: str | None = None  # a 3xx's Location header
     portkey_shaped: bool = True  # a 2xx body is Portkey's JSON object, not a web page
 
@@ -134,10 +136,13 @@ class PortkeyClient:
         except requests.exceptions.ConnectTimeout:
             return Reply(None, error="connect timeout", sent=False)
         except requests.exceptions.SSLError as exc:
-            error = self._key.redact(f"TLS error: {_short(exc)}")
+            plain = "does not speak TLS" in (words := in_words(exc, "Portkey"))
+            error = self._key.redact(f"TLS error: {words if plain else _short(exc)}")
             return Reply(None, error=error, sent=False, tls_failure=True)
         except requests.exceptions.ConnectionError as exc:
-            return Reply(None, error=self._key.redact(_short(exc)), sent=not never_connected(exc))
+            never = never_connected(exc)
+            error = self._key.redact(in_words(exc, "Portkey"))
+            return Reply(None, error=error, sent=not never, unreachable=never)
         except requests.exceptions.Timeout:
             return Reply(None, error="read timeout (the server may have stored it)")
         except requests.exceptions.RequestException as exc:

@@ -166,7 +166,9 @@ def test_a_refused_proxy_is_not_an_uncertain_attempt(tmp_path: Path) -> None:
         common = ("--ca-bundle", str(bundle), "--ledger", str(state), "--concurrency", "2")
         with environment(**proxies(dead_proxy)):
             first = replay_in_process(feedback, url, *common, "--retries", "1", quiet=False)
-        assert first.code == ExitCode.DELIVERY_FAILED, first.stderr
+        assert first.code == ExitCode.NETWORK, first.stderr  # at once, no retries
+        assert "the proxy refused the connection" in first.stderr
+        assert "run again" not in first.stderr.lower()
         assert stub.state.requests == 0
         assert uncertain_rows(state) == 0
         again = replay_in_process(feedback, url, *common, quiet=False)

@@ -1,0 +1,31 @@
+"""A failed connection in words a person can act on, for Open WebUI and Portkey alike.
+
+requests and urllib3 describe a refused connection as "HTTPConnectionPool(host=..., port=...):
+Max retries exceeded with url: ... (Caused by NewConnectionError(...))": true, and no help.
+"""
+
+from __future__ import annotations
+
+
+def in_words(exc: BaseException, server: str) -> str:
+    """What failed: refused, unknown host, timed out, reset; SERVER names who should answer."""
+    text = str(exc)
+    for marker, words in (
+        ("Unable to connect to proxy", "the proxy refused the connection (check HTTPS_PROXY)"),
+        ("Tunnel connection failed", "the proxy refused the tunnel (check HTTPS_PROXY)"),
+        ("Connection refused", f"connection refused (is {server} running at this address?)"),
+        ("Name or service not known", "the host name does not resolve"),
+        ("Temporary failure in name resolution", "the host name does not resolve"),
+        ("Failed to resolve", "the host name does not resolve"),
+        ("No route to host", "no route to that host"),
+        ("Network is unreachable", "the network is unreachable"),
+        ("Read timed out", "no data within --timeout seconds"),
+        ("timed out", "the connection timed out"),
+        ("Connection reset", "the connection was reset"),
+        ("RemoteDisconnected", "the server closed the connection"),
+        ("WRONG_VERSION_NUMBER", f"the server does not speak TLS here: is {server} on http://?"),
+        ("wrong version number", f"the server does not speak TLS here: is {server} on http://?"),
+    ):
+        if marker in text:
+            return words
+    return f"{type(exc).__name__}: {text[:200]}"
