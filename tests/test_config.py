@@ -158,3 +158,21 @@ def test_a_machine_with_allowed_signers_enforces_them_unless_told_out_loud(
         unattended = run_cli("sync", "--workdir", str(tmp_path / "w"), "-q")
     assert unattended.code == ExitCode.NOT_APPROVED
     assert "--skip-approvals" in unattended.stderr and "nobody signed" in unattended.stderr
+
+
+def test_the_readmes_service_setup_runs_as_written(tmp_path: Path) -> None:
+    """The config file README's unattended section writes is read by `config sync` as is."""
+    from tests.helpers import ROOT
+
+    readme = (ROOT / "README.md").read_text("utf-8")
+    block = readme.split("For unattended runs, install owui-replay once", 1)[1]
+    toml = block.split("<<'TOML'\n", 1)[1].split("\nTOML\n", 1)[0]
+    for name in ("openwebui-token", "portkey-key"):
+        (tmp_path / name).write_text("sk-secret-value\n")
+    path = config_file(toml.replace("/home/me/.config/owui-replay", str(tmp_path)))
+    shown = settings("sync")["sync"]
+    assert shown["--drop-comments"] == {"value": True, "source": f"config {path} [convert]"}
+    assert shown["--openwebui-url"]["value"] == "https://openwebui.example.com"
+    assert shown["--token-file"]["source"] == f"config {path} [openwebui]"
+    cron = block.split("```cron\n", 1)[1].split("\n", 1)[0]
+    assert "venv/bin/owui-replay sync || [ $? -eq 10 ]" in cron
