@@ -98,7 +98,7 @@ def check_manifest(feedback: FeedbackFile) -> dict[str, Any] | None:
     if not manifest_path.exists():
         return None
     try:
-        manifest = json.loads(manifest_path.read_text("utf-8"))
+        manifest: dict[str, Any] = json.loads(manifest_path.read_text("utf-8"))
         expected = manifest["output"]
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise InputError(

@@ -128,8 +128,9 @@ def find_history(snapshot: Any) -> Mapping[str, Any] | None:
     chat = snapshot.get("chat")
     if isinstance(chat, dict):
         inner = chat.get("chat")
-        if isinstance(inner, dict) and isinstance(inner.get("history"), dict):
-            return inner["history"]
+        history = inner.get("history") if isinstance(inner, dict) else None
+        if isinstance(history, dict):
+            return history
     history = snapshot.get("history")
     return history if isinstance(history, dict) else None
 
@@ -171,8 +172,9 @@ def thread_length(history: Mapping[str, Any] | None, message_id: str | None) -> 
 def snapshot_chat_id(snapshot: Any) -> str | None:
     if isinstance(snapshot, dict):
         chat = snapshot.get("chat")
-        if isinstance(chat, dict) and isinstance(chat.get("id"), str) and chat["id"]:
-            return chat["id"]
+        chat_id = chat.get("id") if isinstance(chat, dict) else None
+        if isinstance(chat_id, str) and chat_id:
+            return chat_id
     return None
 
 

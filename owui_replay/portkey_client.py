@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import quote
 
 import requests
@@ -74,7 +75,7 @@ def is_portkey_error(body: str) -> bool:
     return parsed is not None and ("data" in parsed or "message" in parsed)
 
 
-def _json_object(body: str) -> dict | None:
+def _json_object(body: str) -> dict[str, Any] | None:
     try:
         parsed = json.loads(body)
     except ValueError:
@@ -166,7 +167,7 @@ class PortkeyClient:
         self.session.close()
 
 
-def _feedback_ids(parsed: dict | None, expected: int) -> list[str]:
+def _feedback_ids(parsed: dict[str, Any] | None, expected: int) -> list[str]:
     ids = parsed.get("feedback_ids") if parsed is not None else None
     if not isinstance(ids, list):
         return []

@@ -35,7 +35,8 @@ MAX_ERRORS = 10
 def load_schema(name: str) -> dict[str, Any]:
     """Read a schema shipped inside the package (works from a wheel or a checkout)."""
     text = resources.files("owui_replay").joinpath("schemas").joinpath(name).read_text("utf-8")
-    return json.loads(text)
+    schema: dict[str, Any] = json.loads(text)
+    return schema
 
 
 def schema_version(name: str) -> str:
@@ -136,7 +137,8 @@ def inline_local_refs(schema: dict[str, Any]) -> dict[str, Any]:
             return [inline(v, depth) for v in node]
         return node
 
-    return inline(schema)
+    inlined: dict[str, Any] = inline(schema)
+    return inlined
 
 
 HEAVY_PROPERTIES = ("snapshot",)
