@@ -191,6 +191,20 @@ def _add_convert(commands: Any) -> None:
     p.set_defaults(handler=run_convert)
 
 
+def _add_openwebui_access(p: argparse.ArgumentParser, *, url_aliases: tuple[str, ...] = ()) -> None:
+    """Where Open WebUI is and how to sign in: download, sync and listen."""
+    p.add_argument(
+        "--openwebui-url",
+        *url_aliases,
+        dest="openwebui_url",
+        metavar="URL",
+        help="Open WebUI address (default $OPENWEBUI_BASE_URL)",
+    )
+    p.add_argument(
+        "--token-file", metavar="FILE", help="read the token from FILE instead of $OPENWEBUI_TOKEN"
+    )
+
+
 def _add_tls_options(p: argparse.ArgumentParser) -> None:
     """How a server is reached: shared by download, replay and sync."""
     p.add_argument(
@@ -633,12 +647,7 @@ def _add_sync(commands: Any) -> None:
         help="download, convert and verify, then print what would be POSTed and PUT",
     )
     _add_samples(p)
-    p.add_argument(
-        "--openwebui-url", metavar="URL", help="Open WebUI address (default $OPENWEBUI_BASE_URL)"
-    )
-    p.add_argument(
-        "--token-file", metavar="FILE", help="read the token from FILE instead of $OPENWEBUI_TOKEN"
-    )
+    _add_openwebui_access(p)
     p.add_argument(
         "--download-timeout",
         type=_positive_float,
@@ -837,12 +846,7 @@ def _add_listen(commands: Any) -> None:
         metavar="DIR",
         help="events secret, journal and failed file (default $XDG_STATE_HOME/owui-replay/listen)",
     )
-    p.add_argument(
-        "--openwebui-url", metavar="URL", help="Open WebUI address (default $OPENWEBUI_BASE_URL)"
-    )
-    p.add_argument(
-        "--token-file", metavar="FILE", help="read the token from FILE instead of $OPENWEBUI_TOKEN"
-    )
+    _add_openwebui_access(p)
     p.add_argument(
         "--openwebui-timeout",
         type=_positive_float,
@@ -1055,16 +1059,7 @@ def _add_download(commands: Any) -> None:
         epilog=DOWNLOAD_EPILOG,
     )
     p.add_argument("-o", "--output", required=True, metavar="OUT.json", help="where to write")
-    p.add_argument(
-        "--openwebui-url",
-        "--base-url",
-        dest="openwebui_url",
-        metavar="URL",
-        help="Open WebUI address (default $OPENWEBUI_BASE_URL)",
-    )
-    p.add_argument(
-        "--token-file", metavar="FILE", help="read the token from FILE instead of $OPENWEBUI_TOKEN"
-    )
+    _add_openwebui_access(p, url_aliases=("--base-url",))
     p.add_argument(
         "--user-scope",
         action="store_true",

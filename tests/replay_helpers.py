@@ -1,4 +1,5 @@
-"""Build JSONL handoffs for replay tests and run replay in-process or as a real process."""
+"""Build JSONL handoffs for replay tests, run replay in-process or as a real process, and
+serve both stand-ins with the cookbook's variables pointing at them."""
 
 from __future__ import annotations
 
@@ -6,11 +7,15 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from owui_replay.converting import dumps_line
 from tests.helpers import ROOT, Run, environment, run_cli
-from tests.portkey_stub import API_KEY
+from tests.openwebui_stub import ADMIN_TOKEN, openwebui_stub
+from tests.portkey_stub import API_KEY, portkey_stub
 
 
 def make_feedback(directory: Path, count: int, name: str = "feedback.jsonl") -> Path:
@@ -64,3 +69,25 @@ def uncertain_resent(stderr: str) -> int:
         if marker in line:
             return int(line.split(marker, 1)[1].split()[0].rstrip(","))
     return 0
+
+
+def serve(path: Path, records: list[dict[str, Any]]) -> Path:
+    path.write_text(json.dumps(records), "utf-8")
+    return path
+
+
+@contextmanager
+def chain(tmp_path: Path, records: list[dict[str, Any]], **portkey: Any) -> Iterator[Any]:
+    """Both stand-ins, and the cookbook's four environment variables pointing at them."""
+    export = serve(tmp_path / "served.json", records)
+    with (
+        portkey_stub(**portkey) as pk,
+        openwebui_stub(export_file=export) as owui,
+        environment(
+            OPENWEBUI_BASE_URL=owui.url,
+            OPENWEBUI_TOKEN=ADMIN_TOKEN,
+            PORTKEY_API_KEY=API_KEY,
+            PORTKEY_BASE_URL=pk.url,
+        ),
+    ):
+        yield pk, owui, export

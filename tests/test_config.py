@@ -10,8 +10,9 @@ import pytest
 
 from owui_replay.errors import ExitCode
 from tests.helpers import REAL_EXPORT, environment, read_jsonl, run_cli
-from tests.openwebui_stub import ADMIN_TOKEN, openwebui_stub
+from tests.openwebui_stub import ADMIN_TOKEN
 from tests.portkey_stub import API_KEY, portkey_stub
+from tests.replay_helpers import chain
 
 
 def config_file(text: str) -> Path:
@@ -34,16 +35,7 @@ def test_convert_and_sync_read_the_same_convert_table(tmp_path: Path) -> None:
     chained = tmp_path / "chained.jsonl"
     assert run_cli("convert", str(REAL_EXPORT), "-o", str(chained), "-q").code == 0
     assert comments(chained) == []
-    with (
-        portkey_stub() as pk,
-        openwebui_stub(export_file=REAL_EXPORT) as owui,
-        environment(
-            OPENWEBUI_BASE_URL=owui.url,
-            OPENWEBUI_TOKEN=ADMIN_TOKEN,
-            PORTKEY_API_KEY=API_KEY,
-            PORTKEY_BASE_URL=pk.url,
-        ),
-    ):
+    with chain(tmp_path, json.loads(REAL_EXPORT.read_text())) as (pk, _owui, _export):
         synced = run_cli("sync", "--workdir", str(tmp_path / "work"), "-q")
         stored = [payload for _, payload in pk.state.stored]
     assert synced.code == ExitCode.OK, synced.stderr

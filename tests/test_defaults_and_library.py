@@ -11,8 +11,8 @@ from owui_replay.cli import build_parser, replay_settings
 from owui_replay.errors import ExitCode
 from owui_replay.settings import DeliveryOptions, ReplaySettings, SyncSettings
 from tests.helpers import REAL_EXPORT, environment, run_cli
-from tests.openwebui_stub import ADMIN_TOKEN, openwebui_stub
 from tests.portkey_stub import API_KEY, portkey_stub
+from tests.replay_helpers import chain
 
 
 def test_the_command_lines_defaults_are_the_librarys() -> None:
@@ -60,16 +60,7 @@ def test_the_library_reads_portkey_base_url_as_the_command_line_does(tmp_path: P
 
 
 def test_the_library_syncs_from_the_environment_alone(tmp_path: Path) -> None:
-    with (
-        portkey_stub() as pk,
-        openwebui_stub(export_file=REAL_EXPORT) as owui,
-        environment(
-            OPENWEBUI_BASE_URL=owui.url,
-            OPENWEBUI_TOKEN=ADMIN_TOKEN,
-            PORTKEY_API_KEY=API_KEY,
-            PORTKEY_BASE_URL=pk.url,
-        ),
-    ):
+    with chain(tmp_path, json.loads(REAL_EXPORT.read_text())) as (pk, _owui, _export):
         result = owr.sync()
         assert result.exit_code == ExitCode.OK and len(pk.state.stored) == 8
         again = owr.sync()
@@ -77,18 +68,7 @@ def test_the_library_syncs_from_the_environment_alone(tmp_path: Path) -> None:
 
 
 def test_sync_against_a_server_nobody_rated_on_yet_is_nothing_new(tmp_path: Path) -> None:
-    empty = tmp_path / "empty.json"
-    empty.write_text("[]")
-    with (
-        portkey_stub() as pk,
-        openwebui_stub(export_file=empty) as owui,
-        environment(
-            OPENWEBUI_BASE_URL=owui.url,
-            OPENWEBUI_TOKEN=ADMIN_TOKEN,
-            PORTKEY_API_KEY=API_KEY,
-            PORTKEY_BASE_URL=pk.url,
-        ),
-    ):
+    with chain(tmp_path, []) as (pk, _owui, _export):
         first = run_cli("sync", "--workdir", str(tmp_path / "w"))
         assert pk.state.requests == 0
     assert first.code == ExitCode.NOTHING_NEW, first.stderr
@@ -96,13 +76,7 @@ def test_sync_against_a_server_nobody_rated_on_yet_is_nothing_new(tmp_path: Path
 
 
 def test_every_dry_run_with_json_prints_one_json_document(tmp_path: Path) -> None:
-    with (
-        portkey_stub() as pk,
-        openwebui_stub(export_file=REAL_EXPORT) as owui,
-        environment(
-            OPENWEBUI_BASE_URL=owui.url, OPENWEBUI_TOKEN=ADMIN_TOKEN, PORTKEY_BASE_URL=pk.url
-        ),
-    ):
+    with chain(tmp_path, json.loads(REAL_EXPORT.read_text())) as (pk, _owui, _export):
         synced = run_cli("sync", "--workdir", str(tmp_path / "w"), "--dry-run", "--json")
     out = tmp_path / "f.jsonl"
     assert run_cli("convert", str(REAL_EXPORT), "-o", str(out), "-q").code == 0
@@ -114,16 +88,8 @@ def test_every_dry_run_with_json_prints_one_json_document(tmp_path: Path) -> Non
 
 
 def test_a_failed_sync_under_cron_says_one_line(tmp_path: Path) -> None:
-    with (
-        portkey_stub() as pk,
-        openwebui_stub(export_file=REAL_EXPORT) as owui,
-        environment(
-            OPENWEBUI_BASE_URL=owui.url,
-            OPENWEBUI_TOKEN=ADMIN_TOKEN,
-            PORTKEY_API_KEY="not-the-key",
-            PORTKEY_BASE_URL=pk.url,
-        ),
-    ):
+    records = json.loads(REAL_EXPORT.read_text())
+    with chain(tmp_path, records) as _, environment(PORTKEY_API_KEY="not-the-key"):
         refused = run_cli("sync", "--workdir", str(tmp_path / "w"))
     assert refused.code == ExitCode.AUTH
     assert len(refused.stderr.strip().splitlines()) == 1, refused.stderr

@@ -9,8 +9,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +18,7 @@ from owui_replay.errors import ExitCode
 from tests.helpers import REAL_EXPORT, ROOT, Run, environment, run_cli
 from tests.openwebui_stub import ADMIN_TOKEN, USER_ID, USER_TOKEN, openwebui_stub
 from tests.portkey_stub import API_KEY, portkey_stub
-from tests.replay_helpers import uncertain_resent
+from tests.replay_helpers import chain, serve, uncertain_resent
 
 
 def thumbs() -> list[dict[str, Any]]:
@@ -28,30 +26,8 @@ def thumbs() -> list[dict[str, Any]]:
     return [r for r in json.loads(REAL_EXPORT.read_text()) if r.get("snapshot")]
 
 
-def serve(path: Path, records: list[dict[str, Any]]) -> Path:
-    path.write_text(json.dumps(records), "utf-8")
-    return path
-
-
 def sync(workdir: Path, *args: str) -> Run:
     return run_cli("sync", "--workdir", str(workdir), *args)
-
-
-@contextmanager
-def chain(tmp_path: Path, records: list[dict[str, Any]], **portkey: Any) -> Iterator[Any]:
-    """Both stand-ins, and the cookbook's four environment variables pointing at them."""
-    export = serve(tmp_path / "served.json", records)
-    with (
-        portkey_stub(**portkey) as pk,
-        openwebui_stub(export_file=export) as owui,
-        environment(
-            OPENWEBUI_BASE_URL=owui.url,
-            OPENWEBUI_TOKEN=ADMIN_TOKEN,
-            PORTKEY_API_KEY=API_KEY,
-            PORTKEY_BASE_URL=pk.url,
-        ),
-    ):
-        yield pk, owui, export
 
 
 def test_first_run_delivers_then_one_put_and_two_posts_then_nothing_new(tmp_path: Path) -> None:
