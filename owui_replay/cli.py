@@ -157,6 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_convert(commands)
     _add_verify(commands)
     _add_approve(commands)
+    _add_report(commands)
     _add_replay(commands)
     _add_inspect(commands)
     _add_state(commands)
@@ -1253,6 +1254,7 @@ def run_approve(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> E
         stdout.write(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
     else:
         stdout.write(report.render())
+        _report_hint(feedback, stdout)
     if signature is None:
         stderr.write(f"{PROG}: error: {feedback.name} does not verify: not signed\n")
         return code
@@ -1260,6 +1262,98 @@ def run_approve(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> E
         name = HandoffPaths.for_output(feedback).manifest.name
         stdout.write(f"signed {name} with key {approval.fingerprint} -> {signature}\n")
     return code
+
+
+REPORT_EPILOG = """\
+example:
+  owui-replay report week2/feedback.jsonl --export week2/export.json
+  owui-replay report week2/feedback.jsonl --previous week1/feedback.jsonl -o week2.html
+
+Writes one HTML page that needs nothing else (no script, no font, no image, no request) for
+the person who approves: every verify check with its result, the approvals, what leaves
+(ratings by value, model, day and rater; every free-text value, likely personal data marked)
+and what stays (rejects by reason, metadata the options keep back). Exit 6 when a check
+fails (the page is written all the same and says so).
+"""
+
+
+def _add_report(commands: Any) -> None:
+    from owui_replay.report import DEFAULT_ROWS
+
+    p = commands.add_parser(
+        "report",
+        help="write one self-contained HTML page of what a handoff sends, for the approver",
+        description="Run every verify check on FEEDBACK.jsonl and write a page of what leaves "
+        "the network and what stays, to FEEDBACK.report.html unless -o says otherwise.",
+        epilog=REPORT_EPILOG,
+    )
+    p.add_argument("feedback", metavar="FEEDBACK.jsonl")
+    p.add_argument(
+        "-o", "--output", metavar="PAGE.html", help="where to write (default FEEDBACK.report.html)"
+    )
+    p.add_argument(
+        "--export",
+        metavar="EXPORT",
+        help="also run verify --export (hash and byte-identical re-conversion) and count the "
+        "metadata keys the options kept back",
+    )
+    p.add_argument(
+        "--previous",
+        metavar="OLD.jsonl",
+        help="an earlier handoff: show which ratings are new, changed or removed",
+    )
+    _add_allowed_signers(p, "check the approvals' signatures against FILE")
+    p.add_argument(
+        "--accept-other-version",
+        action="store_true",
+        help="accept a manifest made by another owui-replay version",
+    )
+    p.add_argument(
+        "--rows",
+        type=_int_range(1, 100_000),
+        default=DEFAULT_ROWS,
+        metavar="N",
+        help=f"rows of each long table: free text, personal data, raters, rejects (default "
+        f"{DEFAULT_ROWS}; every row is counted)",
+    )
+    p.add_argument("-q", "--quiet", action="store_true", help="no summary line")
+    p.set_defaults(handler=run_report)
+
+
+def run_report(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> ExitCode:
+    import shlex
+
+    from owui_replay.report import make_report
+
+    result = make_report(
+        args.feedback,
+        args.output,
+        export=args.export,
+        previous=args.previous,
+        allowed_signers=args.allowed_signers,
+        accept_other_version=args.accept_other_version,
+        rows=args.rows,
+        command=shlex.join([PROG, *sys.argv[1:]]) if sys.argv[1:2] == ["report"] else "",
+    )
+    if not args.quiet:
+        stderr.write(f"{PROG}: {result.summary()}\n")
+    return ExitCode.OK if result.ok else ExitCode.MISMATCH
+
+
+def _report_hint(feedback: Any, stdout: IO[str]) -> None:
+    """Point the approver to the report made for this very manifest, if there is one."""
+    from owui_replay.report import report_for_manifest
+
+    found = report_for_manifest(feedback)
+    if found is None:
+        return
+    path, current = found
+    if current:
+        stdout.write(f"report: {path} (made for this manifest)\n")
+    else:
+        stdout.write(
+            f"report: {path} was made for another manifest: run owui-replay report again\n"
+        )
 
 
 COMPLETION_EPILOG = """\

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -142,9 +143,14 @@ def verify(
     *,
     accept_other_version: bool = False,
     allowed_signers: str | Path | None = None,
+    visit: Callable[[int, Any, bytes], None] | None = None,
+    facts: bool = True,
 ) -> Report:
     """Check a handoff against its manifest (and, with EXPORT, reproduce it); never raises
-    for a bad handoff: every problem is a FAIL line in the report."""
+    for a bad handoff: every problem is a FAIL line in the report.
+
+    `visit` sees every valid line as the check reads it (report aggregates in that one pass);
+    `facts=False` leaves out the facts, which take another pass over the lines."""
     feedback = Path(feedback)
     export = Path(export) if export is not None else None
     allowed_signers = Path(allowed_signers) if allowed_signers is not None else None
@@ -155,7 +161,7 @@ def verify(
         return report
     _check_made_by(report, manifest, accept_other_version)
     try:
-        scanned = scan_feedback(feedback)
+        scanned = scan_feedback(feedback, visit)
     except InputError as exc:
         report.check(False, f"every line is a Portkey feedback payload: {exc}")
         return report
@@ -168,7 +174,8 @@ def verify(
     _check_rejects(report, paths, rejects, counts, scanned)
     if export is not None:
         _check_export(report, export, paths, manifest)
-    report.facts = _facts(feedback, manifest)
+    if facts:
+        report.facts = _facts(feedback, manifest)
     _list_signatures(report, paths.manifest, allowed_signers)
     return report
 
