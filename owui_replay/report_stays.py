@@ -21,6 +21,7 @@ from owui_replay.mapping import Mapper, MappingOptions
 
 _HEAD = 4096
 _FIELD = re.compile(r'"(outcome|reason|detail)":"((?:[^"\\]|\\.)*)"')
+_NESTED = re.compile(r',"(?:errors|record|payload)":')
 _INDEX = re.compile(r'^\{"index":(\d+),"id":("(?:[^"\\]|\\.)*"|null)')
 
 REASONS = {
@@ -85,7 +86,8 @@ def _head(raw: bytes) -> dict[str, Any] | None:
     them first); the whole line is parsed only when the head does not say."""
     head = raw[:_HEAD].decode("utf-8", "replace")
     start = _INDEX.match(head)
-    fields = dict(_FIELD.findall(head[:_HEAD]))
+    own = _NESTED.search(head)  # the entry's own fields come before errors, record, payload
+    fields = dict(_FIELD.findall(head[: own.start() if own else len(head)]))
     if start and "outcome" in fields and "reason" in fields:
         entry: dict[str, Any] = {k: json.loads(f'"{v}"') for k, v in fields.items()}
         entry["index"] = int(start.group(1))

@@ -129,6 +129,13 @@ class Browser:
         time.sleep(0.2)  # late console messages or requests would arrive now
         return url
 
+    def open_blank(self) -> None:
+        """An empty page without the report's Content-Security-Policy (for image checks)."""
+        with self._cond:
+            self.events.clear()
+        self.page("Page.navigate", url="about:blank")
+        self.wait_for("Page.loadEventFired")
+
     def wait_for(self, method: str, timeout: float = 20) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         with self._cond:
@@ -140,8 +147,13 @@ class Browser:
                     raise RuntimeError(f"no {method} within {timeout} s")
                 self._cond.wait(0.5)
 
-    def evaluate(self, expression: str) -> Any:
-        result = self.page("Runtime.evaluate", expression=expression, returnByValue=True)
+    def evaluate(self, expression: str, *, await_promise: bool = False) -> Any:
+        result = self.page(
+            "Runtime.evaluate",
+            expression=expression,
+            returnByValue=True,
+            awaitPromise=await_promise,
+        )
         if "exceptionDetails" in result:
             raise RuntimeError(f"{expression}: {result['exceptionDetails']}")
         return result["result"].get("value")
