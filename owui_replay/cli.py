@@ -1333,11 +1333,27 @@ def run_report(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> Ex
         allowed_signers=args.allowed_signers,
         accept_other_version=args.accept_other_version,
         rows=args.rows,
-        command=shlex.join([PROG, *sys.argv[1:]]) if sys.argv[1:2] == ["report"] else "",
+        command=shlex.join(_report_command(args)),
     )
     if not args.quiet:
         stderr.write(f"{PROG}: {result.summary()}\n")
     return ExitCode.OK if result.ok else ExitCode.MISMATCH
+
+
+def _report_command(args: argparse.Namespace) -> list[str]:
+    """The command line as the page shows it: the options that change what it shows."""
+    words = [PROG, "report", args.feedback]
+    for flag, value in (
+        ("--export", args.export),
+        ("--previous", args.previous),
+        ("--allowed-signers", args.allowed_signers),
+        ("-o", args.output),
+    ):
+        if value:
+            words += [flag, value]
+    if args.accept_other_version:
+        words.append("--accept-other-version")
+    return [*words, "--rows", str(args.rows)]
 
 
 def _report_hint(feedback: Any, stdout: IO[str]) -> None:

@@ -247,6 +247,7 @@ def _nav() -> str:
         ("handoff", "The handoff"),
         ("checks", "Checks"),
         ("approvals", "Approvals"),
+        ("options", "Options"),
         ("leaves", "What leaves"),
         ("values", "By value"),
         ("models", "By model"),
@@ -268,14 +269,13 @@ def _nav() -> str:
 
 def _handoff(page: Page) -> str:
     files = table(
-        ["file", "role", "bytes", "sha256", ""],
+        ["file", "role", "bytes", "sha256"],
         (
             (
                 f'<span class="mono">{_e(f.path)}</span>',
-                _e(f.role),
+                _e(f.role) + (f" ({_e(f.note)})" if f.note else ""),
                 _n(f.size) if f.size is not None else "missing",
                 f'<span class="hash">{_e(f.sha256 or "-")}</span>',
-                _e(f.note),
             )
             for f in page.files
         ),
@@ -300,12 +300,12 @@ def _handoff(page: Page) -> str:
     return (
         '<section><h2 id="handoff">1. The handoff</h2>'
         + files
-        + pairs([(_e(k), _e(v)) for k, v in made])
-        + "<h3>Options convert used (from the manifest)</h3>"
-        + table(["option", "value"], option_rows)
-        + _accounting(page)
         + _checks(page)
         + _approvals(page)
+        + _accounting(page)
+        + '<h3 id="options">Made by, and with which options (from the manifest)</h3>'
+        + pairs([(_e(k), _e(v)) for k, v in made])
+        + table(["option", "value"], option_rows)
         + "</section>"
     )
 
@@ -424,7 +424,7 @@ def _values(leaving: Leaving) -> str:
         "Ratings by value",
         [(f"value {v:+d} ({leaving.side(v)})", [(leaving.side(v), n)]) for v, n in rows],
     )
-    weights = ", ".join(f"{w}: {_n(n)}" for w, n in sorted(leaving.weights.items()))
+    weights = ", ".join(f"weight {w}: {_n(n)} lines" for w, n in sorted(leaving.weights.items()))
     return (
         '<h3 id="values">Ratings by value</h3>'
         + chart
@@ -441,7 +441,7 @@ def _values(leaving: Leaving) -> str:
             ),
             (2, 3),
         )
-        + f'<p class="note">weights: {_e(weights or "none")}</p>'
+        + f'<p class="note">{_e(weights or "no weights")}</p>'
     )
 
 

@@ -25,6 +25,7 @@ MINIMAL = {  # enough positionals and required options for each command to parse
     "listen": ["--listen", "127.0.0.1:0"],
     "completion": ["bash"],
     "config": [],
+    "report": ["f.jsonl"],
 }
 
 
