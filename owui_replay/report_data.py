@@ -103,9 +103,19 @@ class Leaving:
             self.models[model, side] += n
             self.days[day, side] += n
         for shape, n in self._shape_lines.items():
-            for key in shape:
-                self.keys[key] += n
+            self._count_shape(shape, n)
         return self
+
+    def _count_shape(self, shape: tuple[str, ...], lines: int) -> None:
+        """Keys and free-text values of LINES lines of one metadata shape (every metadata
+        value is a string, so the shape says which free text a line carries)."""
+        free = [k for k, is_free in self._shapes.get(shape) or self._scanned(shape) if is_free]
+        for key in shape:
+            self.keys[key] += lines
+        for key in free:
+            self.text_by_key[key] += lines
+        if free:
+            self.text_lines += lines
 
     @property
     def text_values(self) -> int:
@@ -138,22 +148,17 @@ class Leaving:
         if metadata.get("withdrawn") == "true":
             self._withdrawal(number, metadata, model, day, payload["value"])
         cache = self._found
-        has_text = False
-        line_kinds: set[str] = set()
+        line_kinds: set[str] | None = None
         for key, free in scanned:
             text = metadata[key]
             found = cache.get(text)
             if found is None:
                 found = self._find(text)
-            if free:
-                has_text = True
-                self.text_by_key[key] += 1
-                if len(self.text_rows) < self.rows:
-                    self.text_rows.append(self._row(number, metadata, key, text, found))
+            if free and len(self.text_rows) < self.rows:
+                self.text_rows.append(self._row(number, metadata, key, text, found))
             if found:
+                line_kinds = line_kinds or set()
                 self._personal(number, metadata, key, text, found, line_kinds)
-        if has_text:
-            self.text_lines += 1
         if line_kinds:
             self.pii_any_lines += 1
             self.pii_lines.update(line_kinds)
@@ -183,13 +188,17 @@ class Leaving:
     def _new_shape(self, shape: tuple[str, ...]) -> list[tuple[str, bool]]:
         """The keys of a metadata shape worth scanning (not ids or times), and which are free
         text; shapes repeat, so this runs once per shape, not once per line."""
-        scanned = [(k, k.rpartition(".")[2] in FREE_TEXT) for k in shape if k not in STRUCTURAL]
+        scanned = self._scanned(shape)
         if len(self._shapes) < _MAX_CACHED:
             self._shapes[shape] = scanned
             self._shape_lines[shape] += 1
         else:
-            self.keys.update(shape)
+            self._count_shape(shape, 1)
         return scanned
+
+    @staticmethod
+    def _scanned(shape: tuple[str, ...]) -> list[tuple[str, bool]]:
+        return [(k, k.rpartition(".")[2] in FREE_TEXT) for k in shape if k not in STRUCTURAL]
 
     def _find(self, text: Any) -> list[tuple[int, int, str]]:
         """find(), remembered for values that repeat (model names, reasons, tags)."""

@@ -1,0 +1,169 @@
+"""`owui-replay report` on a million lines: seconds, peak RSS and page size, two line shapes.
+
+    python benchmarks/bench_report.py [--rounds 3] [--lines 1000000]
+
+Generates (once) two handoffs in benchmarks/out/, each a JSONL with an empty rejects file and
+a manifest that matches it (so every verify check passes and the whole page is built):
+
+- `fixture-shaped`: the bundled 0.12.4 handoff's lines with fresh ids, 2 models, 200 raters,
+  30 days, a comment on 30% of the lines (~800 bytes a line);
+- `text-heavy`: every line carries a 100-128 character comment, a reason and tags, 5% of
+  the comments hold an e-mail address, phone number, URL or key, 40 models, 5,000 raters,
+  two years of days (~1 kB a line).
+
+Each report runs in a fresh interpreter (its own peak RSS, VmHWM), interleaved round by round,
+and a tenth of the first shape shows whether memory grows with the input. Goal: under 30 s for
+a million lines, flat memory, a page under 5 MB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import random
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.figures import load, spread  # noqa: E402
+
+FIXTURE = ROOT / "fixtures" / "openwebui-0.12.4" / "expected" / "feedback.jsonl"
+WORDS = (
+    "the answer was clear but a bit long and missed the part about refunds joins latency "
+    "index policy customer ticket summary great wrong outdated helpful thanks résumé 日本語 👍"
+).split()
+PERSONAL = [
+    "mail me at jane.doe@example.org",
+    "call +44 20 7946 0958",
+    "see https://intranet.example/wiki/Page?id=7",
+    "my key sk-abcdefghijklmnop1234 leaked",
+]
+
+
+def words(rng: random.Random, low: int, high: int) -> str:
+    text = " ".join(rng.choice(WORDS) for _ in range(40))
+    return text[: rng.randint(low, high)].strip()
+
+
+def generate(path: Path, lines: int, shape: str, seed: int = 7) -> None:
+    """Write PATH with LINES payloads of SHAPE, an empty rejects file and a matching manifest."""
+    rng = random.Random(seed)
+    templates = [json.loads(line) for line in FIXTURE.read_text("utf-8").splitlines()]
+    text_heavy = shape == "text-heavy"
+    models = [f"model-{i}" for i in range(40)] if text_heavy else ["my-model-config", "qwen-helper"]
+    raters = [str(uuid.UUID(int=rng.getrandbits(128))) for _ in range(5000 if text_heavy else 200)]
+    days = 730 if text_heavy else 30
+    digest = hashlib.sha256()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as out:
+        for _ in range(lines):
+            payload = json.loads(json.dumps(rng.choice(templates)))
+            metadata = payload["metadata"]
+            metadata["feedback_id"] = str(uuid.UUID(int=rng.getrandbits(128)))
+            metadata["model_id"] = rng.choice(models)
+            metadata["_user"] = metadata["user_id"] = rng.choice(raters)
+            metadata["updated_at"] = str(1795000000 + rng.randrange(days * 86400))
+            payload["value"] = rng.choice((1, 1, -1))
+            if text_heavy:
+                comment = words(rng, 100, 128)
+                if rng.random() < 0.05:
+                    comment = (rng.choice(PERSONAL) + " " + comment)[:128]
+                metadata.update(comment=comment, reason="other", tags="ops,billing,sql")
+            elif rng.random() < 0.3:
+                metadata["comment"] = words(rng, 10, 128)
+            line = (json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+                    + "\n").encode("utf-8")  # fmt: skip
+            digest.update(line)
+            out.write(line)
+    stem = path.name.removesuffix(".jsonl")
+    rejects = path.with_name(stem + ".rejects.jsonl")
+    rejects.write_bytes(b"")
+    from owui_replay import __version__
+    from owui_replay.mapping import MappingOptions
+
+    manifest = {
+        "manifest_version": 1,
+        "tool": {"name": "owui-replay", "version": __version__},
+        "options": MappingOptions().as_dict(),
+        "input": {"name": "generated", "bytes": 0, "sha256": "0" * 64},
+        "counts": {"records": lines, "written": lines, "invalid": 0, "skipped": 0,
+                   "filtered": 0, "duplicate": 0, "superseded": 0},
+        "reasons": {},
+        "output": {"file": path.name, "sha256": digest.hexdigest(), "lines": lines,
+                   "bytes": path.stat().st_size},
+        "rejects": {"file": rejects.name, "sha256": hashlib.sha256(b"").hexdigest(),
+                    "lines": 0, "bytes": 0},
+    }  # fmt: skip
+    path.with_name(stem + ".manifest.json").write_text(json.dumps(manifest, indent=2), "utf-8")
+
+
+def ensure(shape: str, lines: int) -> Path:
+    path = HERE / "out" / f"report-{shape}-{lines}.jsonl"
+    if not path.exists():
+        start = time.perf_counter()
+        generate(path, lines, shape)
+        print(f"generated {path.name} in {time.perf_counter() - start:.0f} s", flush=True)
+    return path
+
+
+def child(feedback: str, page: str) -> None:
+    """One report in this fresh interpreter: print seconds, peak RSS and the page's size."""
+    from benchmarks.convert_child import peak_rss_kib
+    from owui_replay.cli import main
+
+    start = time.perf_counter()
+    code = main(["report", feedback, "-o", page, "-q"])
+    seconds = time.perf_counter() - start
+    size = Path(page).stat().st_size
+    print(json.dumps({"code": code, "seconds": seconds, "peak_kib": peak_rss_kib(), "page": size}))
+
+
+def run(feedback: Path) -> dict[str, float]:
+    page = feedback.with_suffix(".html")
+    done = subprocess.run(
+        [sys.executable, __file__, "--child", str(feedback), str(page)],
+        check=True, capture_output=True, text=True,
+    )  # fmt: skip
+    result: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
+    if result["code"] != 0:
+        raise SystemExit(f"report of {feedback} exited {result['code']}")
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--lines", type=int, default=1_000_000)
+    parser.add_argument("--child", nargs=2, metavar=("FEEDBACK", "PAGE"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(*args.child)
+        return
+    inputs = {
+        f"fixture-shaped, {args.lines:,} lines": ensure("fixture-shaped", args.lines),
+        f"text-heavy, {args.lines:,} lines": ensure("text-heavy", args.lines),
+        f"fixture-shaped, {args.lines // 10:,} lines": ensure("fixture-shaped", args.lines // 10),
+    }
+    print(f"load average before: {load()}", flush=True)
+    results: dict[str, list[dict[str, float]]] = {label: [] for label in inputs}
+    for _ in range(args.rounds):
+        for label, path in inputs.items():
+            results[label].append(run(path))
+    for label, runs in results.items():
+        size = inputs[label].stat().st_size / 1e6
+        print(f"{label} ({size:,.0f} MB):")
+        print(f"   seconds        {spread([r['seconds'] for r in runs])}")
+        print(f"   peak RSS (MB)  {spread([r['peak_kib'] / 1024 for r in runs], '{:.0f}')}")
+        print(f"   page (MB)      {spread([r['page'] / 1e6 for r in runs], '{:.2f}')}")
+    print(f"load average after: {load()}")
+
+
+if __name__ == "__main__":
+    main()
