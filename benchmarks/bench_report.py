@@ -11,9 +11,10 @@ a manifest that matches it (so every verify check passes and the whole page is b
   the comments hold an e-mail address, phone number, URL or key, 40 models, 5,000 raters,
   two years of days (~1 kB a line).
 
-Each report runs in a fresh interpreter (its own peak RSS, VmHWM), interleaved round by round,
-and a tenth of the first shape shows whether memory grows with the input. Goal: under 30 s for
-a million lines, flat memory, a page under 5 MB.
+Each report runs in a fresh interpreter (its own peak RSS, VmHWM), interleaved round by round
+with a `verify` of the same file (the checks the page runs, for the ratio: what the page adds
+to them), and a tenth of the first shape shows whether memory grows with the input. Goal: under
+30 s for a million lines, flat memory, a page under 5 MB.
 """
 
 from __future__ import annotations
@@ -113,22 +114,28 @@ def ensure(shape: str, lines: int) -> Path:
     return path
 
 
-def child(feedback: str, page: str) -> None:
-    """One report in this fresh interpreter: print seconds, peak RSS and the page's size."""
+def child(job: str, feedback: str) -> None:
+    """One report (or, for the ratio, one verify) in this fresh interpreter: print seconds,
+    peak RSS and the page's size."""
+    import contextlib
+    import io
+
     from benchmarks.convert_child import peak_rss_kib
     from owui_replay.cli import main
 
+    page = str(Path(feedback).with_suffix(".html"))
+    argv = ["report", feedback, "-o", page, "-q"] if job == "report" else ["verify", feedback]
     start = time.perf_counter()
-    code = main(["report", feedback, "-o", page, "-q"])
+    with contextlib.redirect_stdout(io.StringIO()):
+        code = main(argv)
     seconds = time.perf_counter() - start
-    size = Path(page).stat().st_size
+    size = Path(page).stat().st_size if job == "report" else 0
     print(json.dumps({"code": code, "seconds": seconds, "peak_kib": peak_rss_kib(), "page": size}))
 
 
-def run(feedback: Path) -> dict[str, float]:
-    page = feedback.with_suffix(".html")
+def run(feedback: Path, job: str = "report") -> dict[str, float]:
     done = subprocess.run(
-        [sys.executable, __file__, "--child", str(feedback), str(page)],
+        [sys.executable, __file__, "--child", job, str(feedback)],
         check=True, capture_output=True, text=True,
     )  # fmt: skip
     result: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
@@ -141,7 +148,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--lines", type=int, default=1_000_000)
-    parser.add_argument("--child", nargs=2, metavar=("FEEDBACK", "PAGE"), help=argparse.SUPPRESS)
+    parser.add_argument("--child", nargs=2, metavar=("JOB", "FEEDBACK"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child(*args.child)
@@ -153,13 +160,18 @@ def main() -> None:
     }
     print(f"load average before: {load()}", flush=True)
     results: dict[str, list[dict[str, float]]] = {label: [] for label in inputs}
+    verifies: dict[str, list[float]] = {label: [] for label in inputs}
     for _ in range(args.rounds):
         for label, path in inputs.items():
             results[label].append(run(path))
+            verifies[label].append(run(path, "verify")["seconds"])
     for label, runs in results.items():
         size = inputs[label].stat().st_size / 1e6
+        ratios = [r["seconds"] / v for r, v in zip(runs, verifies[label], strict=True)]
         print(f"{label} ({size:,.0f} MB):")
         print(f"   seconds        {spread([r['seconds'] for r in runs])}")
+        print(f"   verify alone   {spread(verifies[label])}")
+        print(f"   report/verify  {spread(ratios, '{:.2f}')}")
         print(f"   peak RSS (MB)  {spread([r['peak_kib'] / 1024 for r in runs], '{:.0f}')}")
         print(f"   page (MB)      {spread([r['page'] / 1e6 for r in runs], '{:.2f}')}")
     print(f"load average after: {load()}")
