@@ -86,7 +86,7 @@ def generate(path: Path, lines: int, shape: str, seed: int = 7) -> None:
     stem = path.name.removesuffix(".jsonl")
     rejects = path.with_name(stem + ".rejects.jsonl")
     rejects.write_bytes(b"")
-    from owui_replay import __version__
+    from owui_replay._version import __version__
     from owui_replay.mapping import MappingOptions
 
     manifest = {

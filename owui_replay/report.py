@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from owui_replay import __version__
+from owui_replay._version import __version__
 from owui_replay.approvals import approvals_dir
 from owui_replay.atomic import sha256_file, write_bytes_atomic
 from owui_replay.errors import InputError, UsageError
@@ -28,7 +28,7 @@ from owui_replay.report_data import Leaving
 from owui_replay.report_diff import Comparer, Comparison
 from owui_replay.report_html import MANIFEST_META, FileRow, Page, render
 from owui_replay.report_stays import Dropped, Rejects, dropped_metadata, read_rejects
-from owui_replay.verify import Report, verify
+from owui_replay.verifying import Report, verify
 
 DEFAULT_ROWS = 500
 REPORT_SUFFIX = ".report.html"

@@ -21,7 +21,7 @@ from owui_replay.report_diff import Comparison
 from owui_replay.report_pii import KINDS, find
 from owui_replay.report_stays import REASONS, Dropped, Rejects
 from owui_replay.report_svg import columns, hbars
-from owui_replay.verify import Report
+from owui_replay.verifying import Report
 
 MANIFEST_META = "owui-replay-manifest-sha256"
 CHART_ROWS = 25  # bars drawn per chart; the tables under them list every row (up to --rows)

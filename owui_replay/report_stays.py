@@ -15,8 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from owui_replay.convert import _Sinks, convert
+from owui_replay.convert_sinks import Sink
+from owui_replay.converting import Converter
 from owui_replay.errors import InputError
+from owui_replay.export_reader import open_export
 from owui_replay.mapping import Mapper, MappingOptions
 
 _HEAD = 4096
@@ -109,12 +111,12 @@ class Dropped:
     error: str = ""
 
 
-class _DropCounter(_Sinks):
+class _DropCounter(Sink):
     """Receives convert's payloads made without keep/drop options; counts what the real
     options remove. Memory: one small number per payload (which set of keys it lost)."""
 
     def __init__(self, mapper: Mapper) -> None:
-        super().__init__(None)
+        super().__init__()
         self.mapper = mapper
         self.sets: dict[tuple[str, ...], int] = {(): 0}
         self.names: list[tuple[str, ...]] = [()]
@@ -141,9 +143,8 @@ def dropped_metadata(export: Path, options: MappingOptions) -> Dropped:
     sinks = _DropCounter(Mapper(options))
     unfiltered = dataclasses.replace(options, keep_metadata=(), drop_metadata=())
     try:
-        converted = convert(
-            str(export), None, unfiltered, progress=False, allow_empty=True, _sinks=sinks
-        )
+        stream = open_export(str(export))
+        converted = Converter(unfiltered, sinks).run(stream, progress=False, allow_empty=True)
     except InputError as exc:
         result.error = str(exc)
         return result
