@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -54,8 +55,15 @@ h2{break-after:avoid}h3{break-after:avoid}svg.chart{break-inside:avoid}}
 """
 
 
+# Invisible and direction-changing characters: a right-to-left override can make a comment
+# read backwards to the reviewer, a zero-width space hide a word. Shown as their code point.
+_HIDDEN = re.compile("[\u061c\u200b\u200e\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]")
+
+
 def _e(text: object) -> str:
-    return escape(str(text), quote=True)
+    """TEXT as HTML text or attribute value: escaped, hidden characters made visible."""
+    shown = _HIDDEN.sub(lambda m: f"⟨U+{ord(m.group()):04X}⟩", str(text))
+    return escape(shown, quote=True)
 
 
 def _n(value: int) -> str:
@@ -703,7 +711,8 @@ def _free_text(leaving: Leaving) -> str:
         '<h3 id="text">Free text that leaves (comments, reasons, tags)</h3>'
         f"<p>{_n(leaving.text_values)} value(s) in {_n(leaving.text_lines)} line(s)"
         + (f" ({_e(by_key)})" if by_key else "")
-        + ". Likely personal data is <mark>marked</mark>.</p>"
+        + ". Likely personal data is <mark>marked</mark>; invisible and direction-changing "
+        "characters are shown as their code point, e.g. ⟨U+202E⟩.</p>"
         + table(
             ["line", "feedback id", "key", "value"],
             (

@@ -264,3 +264,11 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path: Path) -> None:
 )
 def test_personal_data_patterns(text: str, kinds: list[str]) -> None:
     assert [kind for _s, _e, kind in find(text)] == kinds
+
+
+def test_invisible_and_direction_changing_characters_are_shown(tmp_path: Path) -> None:
+    records = real_records()
+    records[6]["data"]["comment"] = "fine\u202e}tpircs{ and a zero\u200bwidth space"
+    _code, page, _err = report(handoff(tmp_path, write_export(tmp_path, records)))
+    assert "fine⟨U+202E⟩}tpircs{ and a zero⟨U+200B⟩width space" in page
+    assert "\u202e" not in page and "\u200b" not in page
