@@ -1313,8 +1313,8 @@ def _add_report(commands: Any) -> None:
         type=_int_range(1, 100_000),
         default=DEFAULT_ROWS,
         metavar="N",
-        help=f"rows of each long table: free text, personal data, raters, rejects (default "
-        f"{DEFAULT_ROWS}; every row is counted)",
+        help="rows of each long table: free text, personal data, raters, rejects (default "
+        "%(default)s; every row is counted)",
     )
     p.add_argument("-q", "--quiet", action="store_true", help="no summary line")
     p.set_defaults(handler=run_report)
