@@ -54,14 +54,13 @@ def words(rng: random.Random, low: int, high: int) -> str:
 
 
 def generate(path: Path, lines: int, shape: str, seed: int = 7) -> None:
-    """Write PATH with LINES payloads of SHAPE, an empty rejects file and a matching manifest."""
+    """Write PATH with LINES payloads of SHAPE."""
     rng = random.Random(seed)
     templates = [json.loads(line) for line in FIXTURE.read_text("utf-8").splitlines()]
     text_heavy = shape == "text-heavy"
     models = [f"model-{i}" for i in range(40)] if text_heavy else ["my-model-config", "qwen-helper"]
     raters = [str(uuid.UUID(int=rng.getrandbits(128))) for _ in range(5000 if text_heavy else 200)]
     days = 730 if text_heavy else 30
-    digest = hashlib.sha256()
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "wb") as out:
         for _ in range(lines):
@@ -81,14 +80,19 @@ def generate(path: Path, lines: int, shape: str, seed: int = 7) -> None:
                 metadata["comment"] = words(rng, 10, 128)
             line = (json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
                     + "\n").encode("utf-8")  # fmt: skip
-            digest.update(line)
             out.write(line)
+
+
+def write_manifest(path: Path) -> None:
+    """A manifest that matches PATH as this version writes it (so verify passes)."""
+    from owui_replay._version import __version__
+    from owui_replay.atomic import hash_file
+    from owui_replay.mapping import MappingOptions
+
+    digest, lines = hash_file(path)
     stem = path.name.removesuffix(".jsonl")
     rejects = path.with_name(stem + ".rejects.jsonl")
     rejects.write_bytes(b"")
-    from owui_replay._version import __version__
-    from owui_replay.mapping import MappingOptions
-
     manifest = {
         "manifest_version": 1,
         "tool": {"name": "owui-replay", "version": __version__},
@@ -97,7 +101,7 @@ def generate(path: Path, lines: int, shape: str, seed: int = 7) -> None:
         "counts": {"records": lines, "written": lines, "invalid": 0, "skipped": 0,
                    "filtered": 0, "duplicate": 0, "superseded": 0},
         "reasons": {},
-        "output": {"file": path.name, "sha256": digest.hexdigest(), "lines": lines,
+        "output": {"file": path.name, "sha256": digest, "lines": lines,
                    "bytes": path.stat().st_size},
         "rejects": {"file": rejects.name, "sha256": hashlib.sha256(b"").hexdigest(),
                     "lines": 0, "bytes": 0},
@@ -111,6 +115,7 @@ def ensure(shape: str, lines: int) -> Path:
         start = time.perf_counter()
         generate(path, lines, shape)
         print(f"generated {path.name} in {time.perf_counter() - start:.0f} s", flush=True)
+    write_manifest(path)
     return path
 
 
