@@ -18,7 +18,7 @@ import pytest
 from owui_replay.atomic import sha256_file
 from owui_replay.errors import ExitCode
 from owui_replay.report_pii import find
-from tests.conftest import EDGE_EXPORT, REAL_EXPORT, read_jsonl, run_cli
+from tests.helpers import EDGE_EXPORT, REAL_EXPORT, read_jsonl, run_cli
 
 
 def handoff(folder: Path, export: Path = REAL_EXPORT, *options: str) -> Path:

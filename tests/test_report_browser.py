@@ -17,7 +17,7 @@ import pytest
 
 from owui_replay.atomic import sha256_file
 from tests.browser import Browser
-from tests.conftest import REAL_EXPORT, read_jsonl, run_cli
+from tests.helpers import REAL_EXPORT, read_jsonl, run_cli
 
 XSS = [
     "<script>window.__xss=1</script>",
