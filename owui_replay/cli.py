@@ -1499,6 +1499,7 @@ _READS_FILE = {
     "replay": ("feedback", "jsonl"),
     "verify": ("feedback", "jsonl"),
     "approve": ("feedback", "jsonl"),
+    "report": ("feedback", "jsonl"),
 }
 
 

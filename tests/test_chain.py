@@ -22,8 +22,14 @@ def week(tmp: Path, name: str, owui_url: str, key: Path, signers: Path, monkeypa
     export, feedback = str(folder / "export.json"), str(folder / "feedback.jsonl")
     assert run_cli("inspect", export).code == 0
     assert run_cli("convert", export, "-o", feedback, "--drop-comments", "-q").code == 0
+    previous = [] if name == "week1" else ["--previous", str(tmp / "week1" / "feedback.jsonl")]
+    assert run_cli("report", feedback, "--export", export, *previous).code == 0
+    page = folder / "feedback.report.html"
+    assert page.is_file()
     assert run_cli("verify", feedback, "--export", export).code == 0
-    assert run_cli("approve", feedback, "--export", export, "--key", str(key)).code == 0
+    approved = run_cli("approve", feedback, "--export", export, "--key", str(key))
+    assert approved.code == 0
+    assert f"report: {page}" in approved.stdout + approved.stderr
     return run_cli("replay", feedback, "--allowed-signers", str(signers))
 
 
