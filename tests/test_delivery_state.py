@@ -204,7 +204,7 @@ def test_a_wrong_base_url_uses_up_nothing_and_the_right_one_delivers_everything(
         assert stub.state.requests <= 4 and not stub.state.stored
         (error,) = [line for line in wrong.stderr.splitlines() if "error:" in line]
         assert f"POST {root}/feedback answered HTTP" in error
-        assert f"--base-url {root}/v1" in error and "no line was used up" in error
+        assert f"--portkey-url {root}/v1" in error and "no line was used up" in error
         right = replay_in_process(feedback, stub.url)
         assert right.code == ExitCode.OK, right.stderr
         assert stored_once(stub, [f"fb-{i:04d}" for i in range(10)])

@@ -24,7 +24,6 @@ from owui_replay.errors import ExitCode
 from tests.helpers import REAL_EXPORT, ROOT, environment, run_cli
 from tests.openwebui_stub import ADMIN_TOKEN, openwebui_stub
 from tests.portkey_stub import API_KEY
-from tests.proxy_stub import closed_port
 from tests.replay_helpers import journal_events, make_feedback, uncertain_resent
 from tests.serving import serving
 from tests.test_transport import uncertain_rows
@@ -134,19 +133,19 @@ def test_sigterm_is_handled_before_the_cli_is_imported_and_at_any_moment_after(
 
     ssl_module = Path(_ssl.__file__).name
     feedback = make_feedback(tmp_path, 20)
-    nobody = f"http://127.0.0.1:{closed_port()}/v1"  # refused: the run backs off and retries
-    for n, delay in enumerate((0.0, 0.03, 0.1, 0.3)):
-        state = tmp_path / f"ledger-{n}.sqlite3"
-        process = tool(
-            "replay", str(feedback), "--base-url", nobody, "--ledger", str(state), "-q",
-            env={"PORTKEY_API_KEY": API_KEY},
-        )  # fmt: skip
-        wait_for(lambda p=process: caught_signals(p.pid) & (1 << (signal.SIGTERM - 1)))
-        assert not has_mapped(process.pid, ssl_module), "handler installed too late"
-        time.sleep(delay)
-        stderr, _ = stop_within(process, signal.SIGTERM, 5)
-        assert process.returncode == ExitCode.INTERRUPTED, (delay, process.returncode, stderr)
-        assert "Traceback" not in stderr and "interrupted" in stderr, (delay, stderr)
+    with silent_server() as server:  # accepts and never answers: the run is still going
+        for n, delay in enumerate((0.0, 0.03, 0.1, 0.3)):
+            state = tmp_path / f"ledger-{n}.sqlite3"
+            process = tool(
+                "replay", str(feedback), "--portkey-url", server.url, "--state-file", str(state),
+                "-q", env={"PORTKEY_API_KEY": API_KEY},
+            )  # fmt: skip
+            wait_for(lambda p=process: caught_signals(p.pid) & (1 << (signal.SIGTERM - 1)))
+            assert not has_mapped(process.pid, ssl_module), "handler installed too late"
+            time.sleep(delay)
+            stderr, _ = stop_within(process, signal.SIGTERM, 5)
+            assert process.returncode == ExitCode.INTERRUPTED, (delay, process.returncode, stderr)
+            assert "Traceback" not in stderr and "interrupted" in stderr, (delay, stderr)
 
 
 def test_sigterm_while_the_server_never_answers_exits_130_within_5_s(tmp_path: Path) -> None:
