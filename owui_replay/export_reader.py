@@ -22,16 +22,14 @@ import ijson
 
 import owui_replay.json_scan as json_scan
 from owui_replay.errors import InputError
-from owui_replay.json_scan import (
-    DepthGuard,
-    ScanError,
-    first_bad_number,
-    lone_surrogate,
-    utf16_offset,
-)
+from owui_replay.json_scan import ScanError, Vetter, utf16_offset
 from owui_replay.words import plural
 
 CHUNK = 64 * 1024
+# The sizes of the reads handed to the parser, in turn; empty: what the parser asks for (CHUNK).
+# Tests set tiny ones (and json_scan.BLOCK_SIZES for the checking child) so that block
+# boundaries fall everywhere.
+READ_SIZES: tuple[int, ...] = ()
 _CONTEXT_KEEP = 64
 UTF8_BOM = b"\xef\xbb\xbf"
 GZIP_MAGIC = b"\x1f\x8b"
@@ -51,12 +49,12 @@ def fast_backend() -> Any:
         ) from exc
 
 
-_CHILD = (  # `python -I -S -c _CHILD FILE JSON_SCAN_PY`: no site, and no package import
+_CHILD = (  # `python -I -S -c _CHILD FILE JSON_SCAN_PY SIZES`: no site, and no package import
     "import importlib.util, sys\n"
     "spec = importlib.util.spec_from_file_location('json_scan', sys.argv[2])\n"
     "scan = sys.modules['json_scan'] = importlib.util.module_from_spec(spec)\n"
     "spec.loader.exec_module(scan)\n"
-    "scan.child_main(sys.argv[1])\n"
+    "scan.child_main(sys.argv[1], sys.argv[3])\n"
 )
 
 
@@ -69,15 +67,16 @@ class InputDigest:
     because the parser holds the GIL. The child reports how far it has vetted the text, and
     the parser is never handed a byte beyond that; it reports how many bytes it hashed, and a
     file that changed between the two reads is refused. Pipes (stdin) are hashed in line and
-    checked by the in-process guard.
+    checked here, by the same json_scan.Vetter.
     """
 
     def __init__(self, path: str | None) -> None:
         self._inline = hashlib.sha256() if path is None else None
         self._child: subprocess.Popen[str] | None = None
         if path is not None:
+            sizes = ",".join(map(str, json_scan.BLOCK_SIZES))
             self._child = subprocess.Popen(
-                [sys.executable, "-I", "-S", "-c", _CHILD, path, json_scan.__file__],
+                [sys.executable, "-I", "-S", "-c", _CHILD, path, json_scan.__file__, sizes],
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 text=True,
@@ -174,7 +173,9 @@ class RawCounter:
 class TextStream:
     """The decoded JSON byte stream handed to ijson: strips a UTF-8 BOM, tracks offsets.
 
-    Keeps the last chunk so a parse error can be placed at an exact byte offset.
+    Keeps the last read (the parser's buffer), 64 bytes before it, and where the run of token
+    bytes (a number, a word) that ends at its start begins, so that a parse error is placed at
+    an exact byte offset whatever the reads' sizes.
     """
 
     def __init__(self, source: Any, initial: bytes) -> None:
@@ -185,22 +186,30 @@ class TextStream:
         if self.bom:
             self._pending = initial[len(UTF8_BOM) :]
             self.offset = len(UTF8_BOM)
-        self.last_chunk = b""
+        self.last_chunk = b""  # the last read, after up to 64 bytes of what came before it
         self.last_chunk_start = self.offset
-        self.guard = DepthGuard()  # used when no child vets the text (stdin)
+        self.buffer_start = self.offset  # where the last read begins
+        self.run_before = self.offset  # where the run of token bytes ending there begins
+        self._run_start = self.offset  # the same for the run ending at self.offset
+        self.vetter = Vetter(self.offset)  # used when no child vets the text (stdin)
         self.vet: Callable[[int], None] | None = None
         self._error: ScanError | None = None
-        self._tail = b""  # the end of the previous chunk, for an escape split across two
+        self._turn = 0
+        self._ahead = b""  # read past the last read, to name a bad token
 
     def read(self, size: int = -1) -> bytes:
         if self._error is not None:  # the parser has had every byte before it: now stop
             raise self._error
         if size == 0:
             return b""
+        size = size if size > 0 else CHUNK
+        if READ_SIZES:
+            size = min(size, READ_SIZES[self._turn % len(READ_SIZES)])
+            self._turn += 1
         if self._pending:
-            data, self._pending = self._pending, b""
+            data, self._pending = self._pending[:size], self._pending[size:]
         else:
-            data = self._source.read(size if size > 0 else CHUNK)
+            data = self._source.read(size)
         if data:
             problem = self._check(self.offset, data)
             if problem is not None:
@@ -210,12 +219,20 @@ class TextStream:
                 self._error = problem
                 if not data:
                     raise problem
-            # keep a little of the previous chunk: yajl's error context may straddle the two
-            tail = self.last_chunk[-_CONTEXT_KEEP:]
-            self.last_chunk_start = self.offset - len(tail)
-            self.last_chunk = tail + data
-            self.offset += len(data)
+            self._keep(data)
         return data
+
+    def _keep(self, data: bytes) -> None:
+        """Remember DATA (the parser's next buffer) and what is needed to place an error."""
+        # keep a little of the previous read: yajl's error context may straddle the two
+        tail = self.last_chunk[-_CONTEXT_KEEP:]
+        self.last_chunk_start = self.offset - len(tail)
+        self.last_chunk = tail + data
+        self.buffer_start, self.run_before = self.offset, self._run_start
+        kept = len(data.rstrip(_TOKEN_CHARS))
+        if kept:
+            self._run_start = self.offset + kept
+        self.offset += len(data)
 
     def _check(self, start: int, data: bytes) -> ScanError | None:
         """Nesting and lone surrogates in DATA: vetted by the child, or here for stdin."""
@@ -223,12 +240,28 @@ class TextStream:
             if self.vet is not None:  # the child checks, on the other core
                 self.vet(start + len(data))
                 return None
-            self.guard.feed(start, data)
         except ScanError as exc:
             return exc
-        problem = lone_surrogate(data, start, self._tail)
-        self._tail = data[-12:]
-        return problem
+        return self.vetter.feed(data)
+
+    @property
+    def buffer(self) -> bytes:
+        """The last read: the buffer the parser was given last."""
+        return self.last_chunk[self.buffer_start - self.last_chunk_start :]
+
+    def bytes_at(self, offset: int, count: int) -> bytes:
+        """Up to COUNT bytes of the text from OFFSET (at most 64 bytes before the last read),
+        reading ahead of the parser if needed: only used once the parse has failed."""
+        if offset < self.last_chunk_start:
+            return b""
+        known = self.last_chunk + self._ahead
+        while len(known) < offset - self.last_chunk_start + count:
+            more, self._pending = self._pending or self._source.read(count), b""
+            if not more:
+                break
+            self._ahead += more
+            known += more
+        return known[offset - self.last_chunk_start :][:count]
 
     def peek_first_byte(self) -> bytes:
         """The first non-whitespace byte of the JSON text ('' for an empty input)."""
@@ -270,7 +303,6 @@ class ExportStream:
                 items = backend.items(self._page_events(backend), "items.item", use_float=True)
             for record in items:
                 self.records_seen += 1
-                self.text.guard.record_boundary()
                 yield record
         except ScanError as exc:
             raise InputError(self._where(exc.reason, exc.offset)) from None
@@ -306,10 +338,7 @@ class ExportStream:
             yield prefix, event, value
 
     def _describe_break(self, exc: Exception) -> str:
-        lone = lone_surrogate(self.text.last_chunk, self.text.last_chunk_start)
-        if isinstance(exc, UnicodeDecodeError) and lone is not None:
-            reason, offset = lone.reason, lone.offset  # the parser fails on a lone low half
-        elif isinstance(exc, UnicodeDecodeError):
+        if isinstance(exc, UnicodeDecodeError):
             reason, offset = _invalid_utf8(self.text)
         else:
             reason, offset = locate_parse_error(str(exc), self.text)
@@ -335,73 +364,97 @@ class ExportStream:
 
 _CARET_COLUMN = 40  # yajl pads its context line so the error sits under column 40
 _TOKEN_BYTES = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+-.")
+_TOKEN_CHARS = bytes(sorted(_TOKEN_BYTES))
+_CONTINUATION = bytes(range(0x80, 0xC0))
 
 
 def locate_parse_error(message: str, text: TextStream) -> tuple[str, int]:
     """Turn yajl's verbose message into (one-line reason, offset of the first bad byte)."""
-    if message.startswith(("b'", 'b"')):  # ijson could not decode yajl's message
-        message = message[2:-1].encode("latin-1", "backslashreplace").decode("unicode_escape")
-    lines = message.split("\n")
-    reason = lines[0].strip() or "malformed JSON"
+    lines = _message_bytes(message).split(b"\n")
+    reason = lines[0].decode("utf-8", "replace").strip() or "malformed JSON"
     if "premature EOF" in reason:
         return "the file ends in the middle of a record (truncated?)", text.offset
     if "invalid bytes in UTF8" in reason:
         return _invalid_utf8(text)
-    for marker, kind, words in (
-        ("integer overflow", "integer", "integer too large (more than 64 bits)"),
-        ("floating point) overflow", "float", "number too large for a float (e.g. 1e400)"),
-    ):
-        if marker in reason:
-            found = first_bad_number(text.last_chunk, text.last_chunk_start, kind)
-            if found is not None:
-                return words, found
-    context = lines[1] if len(lines) > 1 else ""
-    offset = _find_in_chunk(context[:_CARET_COLUMN].lstrip(" "), text)
-    at = text.last_chunk[offset - text.last_chunk_start :][:9]
-    if at.lstrip(b"-+").startswith((b"NaN", b"Inf")):
+    at = _caret_offset(text.buffer, lines[1] if len(lines) > 1 else b"")
+    caret = text.offset if at is None else text.buffer_start + at
+    offset = _token_start(text, caret, "overflow" in reason)
+    if "integer overflow" in reason:
+        return "integer too large (more than 64 bits)", offset
+    if "floating point) overflow" in reason:
+        return "number too large for a float (e.g. 1e400)", offset
+    if text.bytes_at(offset, 9).lstrip(b"-+").startswith((b"NaN", b"Inf")):
         reason = "NaN and Infinity are not JSON numbers"
-    elif "integer overflow" in reason:
-        reason = "integer too large"
     elif "trailing garbage" in reason:
         reason = "unexpected data after the end of the top-level value (trailing garbage)"
     return reason, offset
 
 
+def _message_bytes(message: str) -> bytes:
+    """yajl's message as the bytes it wrote (ijson gives a bytes repr when they are not
+    UTF-8, e.g. when its context cuts a character)."""
+    if message.startswith(("b'", 'b"')):
+        text = message[2:-1].encode("latin-1", "backslashreplace").decode("unicode_escape")
+        return text.encode("latin-1", "replace")
+    return message.encode("utf-8", "surrogateescape")
+
+
+def _caret_offset(buffer: bytes, context: bytes) -> int | None:
+    """Where yajl stopped in BUFFER, from its context line: 30 bytes either side of that
+    point (CR and LF shown as spaces), padded so that the point sits under column 40."""
+    flat = buffer.replace(b"\n", b" ").replace(b"\r", b" ")
+    for at in range(min(_CARET_COLUMN - 10, len(flat) + 1)):  # near the start: wider padding
+        if context == b" " * (_CARET_COLUMN - at) + flat[: at + 30]:
+            return at
+    shown = context[10:]
+    if context[:10] != b" " * 10 or not shown:
+        return None
+    start = flat.find(shown)
+    while start >= 0:
+        at = start + 30
+        if at <= len(flat) and min(len(flat), at + 30) == start + len(shown):
+            return at
+        start = flat.find(shown, start + 1)
+    return None
+
+
+def _token_start(text: TextStream, caret: int, number: bool) -> int:
+    """The first byte of the token yajl stopped at. Its caret (CARET, absolute) stands one
+    byte past the bad byte, which may be inside a token ("tra|iling", "N|aN"); for a number
+    too large, on the number's first byte, or at its buffer's start when the number began
+    earlier. The token may begin in an earlier read: TEXT knows where its run began."""
+    buffer, start = text.buffer, text.buffer_start
+    i = caret - start
+    if not (number and i < len(buffer) and buffer[i] in _TOKEN_BYTES):
+        i -= 1
+    if i < 0:  # the last byte before this buffer
+        return text.run_before if text.run_before < start else start + i
+    if i >= len(buffer) or buffer[i] not in _TOKEN_BYTES:
+        return start + i
+    while i > 0 and buffer[i - 1] in _TOKEN_BYTES:
+        i -= 1
+    return text.run_before if i == 0 else start + i
+
+
 def _invalid_utf8(text: TextStream) -> tuple[str, int]:
     """The first byte of the last chunk that is not UTF-8, in words."""
     chunk = text.last_chunk
+    skip = min(3, len(chunk) - len(chunk.lstrip(_CONTINUATION)))  # a character the tail cut
+    end = len(chunk)
     while True:
         try:
-            chunk.decode("utf-8")
+            chunk[skip:end].decode("utf-8")
         except UnicodeDecodeError as exc:
-            if exc.end == len(chunk) and exc.reason == "unexpected end of data":
-                chunk = chunk[: exc.start]  # a character cut by the chunk's end: not the error
+            if skip + exc.end == end and exc.reason == "unexpected end of data":
+                end = skip + exc.start  # a character cut by the chunk's end: not the error
                 continue
-            bad = chunk[exc.start]
+            bad = chunk[skip + exc.start]
             return (
                 f"invalid UTF-8: byte 0x{bad:02X} ({exc.reason}; an overlong or damaged "
                 "sequence, or text in another encoding)",
-                text.last_chunk_start + exc.start,
+                text.last_chunk_start + skip + exc.start,
             )
         return "invalid UTF-8", text.offset
-
-
-def _find_in_chunk(before: str, text: TextStream) -> int:
-    """Offset of the token yajl choked on, found from its context in the last chunk.
-
-    yajl's caret stands one byte past where it stopped, which may be inside a token
-    ("tra|iling", "N|aN"), so step back to the token's first byte. Falls back to the end
-    of what was read when the context cannot be found.
-    """
-    chunk = text.last_chunk.replace(b"\n", b" ").replace(b"\r", b" ").replace(b"\t", b" ")
-    needle = before.encode("utf-8", "replace")
-    hit = chunk.find(needle) if needle else -1
-    if hit < 0:
-        return text.offset
-    position = hit + len(needle) - 1
-    while position > 0 and chunk[position] in _TOKEN_BYTES and chunk[position - 1] in _TOKEN_BYTES:
-        position -= 1
-    return text.last_chunk_start + position
 
 
 def open_export(path: str) -> ExportStream:
