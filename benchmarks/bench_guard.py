@@ -1,12 +1,13 @@
 """What the depth and surrogate checks cost convert: this tree against a baseline revision.
 
-    python benchmarks/bench_guard.py --baseline-rev 82f2b5e --rounds 3
+    python benchmarks/bench_guard.py --baseline-rev 82f2b5e --rounds 3 [--stdin]
 
 Generates (once) the 500 MB long-chat export and a 200 MB short-string export in
-benchmarks/out/, checks out the baseline revision in a temporary git worktree, then runs
-`owui-replay convert` from each tree in fresh interpreters, interleaved round by round, and
-prints the throughput of this tree as a share of the baseline's (min / median / max), with
-the peak RSS of each and the load average.
+benchmarks/out/ (other sizes with --long-mb and --short-mb), checks out the baseline revision
+in a temporary git worktree, then runs `owui-replay convert` from each tree in fresh
+interpreters, interleaved round by round, and prints the throughput of this tree as a share
+of the baseline's (min / median / max) and the load average. --stdin measures convert reading
+the export from stdin as well (the checks then run in the converting process).
 """
 
 from __future__ import annotations
@@ -26,11 +27,14 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.figures import load, spread  # noqa: E402
 
-SHORT = ["--size-mb", "200", "--shape", "short-strings"]
-SHAPES = {
-    "long chats, 500 MB": ("export-500mb.json", ["--size-mb", "500"]),
-    "short strings, 200 MB": ("export-short-200mb.json", SHORT),
-}
+
+def shapes(long_mb: int, short_mb: int) -> dict[str, tuple[str, list[str]]]:
+    """label -> (file name in benchmarks/out, generator arguments)."""
+    short = ["--size-mb", str(short_mb), "--shape", "short-strings"]
+    return {
+        f"long chats, {long_mb} MB": (f"export-{long_mb}mb.json", ["--size-mb", str(long_mb)]),
+        f"short strings, {short_mb} MB": (f"export-short-{short_mb}mb.json", short),
+    }
 
 
 def ensure(name: str, args: list[str]) -> Path:
@@ -42,25 +46,50 @@ def ensure(name: str, args: list[str]) -> Path:
     return path
 
 
-def run(tree: Path, export: Path, out: Path) -> tuple[float, float]:
-    """Wall seconds and peak RSS (MB) of one convert."""
+def run(tree: Path, export: Path, out: Path, stdin: bool = False) -> tuple[float, float]:
+    """Wall seconds and peak RSS (MB) of one convert (of EXPORT by path, or from stdin)."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    source = "-" if stdin else str(export)
     start = time.perf_counter()
-    subprocess.run(
-        [sys.executable, "-m", "owui_replay", "convert", str(export), "-o", str(out), "-q"],
-        check=True, env={**os.environ, "PYTHONPATH": str(tree)},
-    )  # fmt: skip
+    with open(export, "rb") as pipe:
+        subprocess.run(
+            [sys.executable, "-m", "owui_replay", "convert", source, "-o", str(out), "-q"],
+            check=True, env={**os.environ, "PYTHONPATH": str(tree)},
+            stdin=pipe if stdin else subprocess.DEVNULL,
+        )  # fmt: skip
     wall = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     return wall, max(peak, before) / 1024
+
+
+def compare(label: str, export: Path, stdin: bool, where: tuple[Path, Path], rounds: int) -> None:
+    """Convert EXPORT with the baseline tree and this one in turn, ROUNDS times; print both
+    throughputs and their ratio round by round (min / median / max)."""
+    baseline, tmp = where
+    size = export.stat().st_size / 1e6
+    times: dict[str, list[float]] = {"baseline": [], "this tree": []}
+    for _ in range(rounds):
+        for name, tree in (("baseline", baseline), ("this tree", ROOT)):
+            wall, _peak = run(tree, export, tmp / name / "f.jsonl", stdin)
+            times[name].append(wall)
+    ratios = [b / t for b, t in zip(times["baseline"], times["this tree"], strict=True)]
+    print(f"{label} (load {load()}):")
+    for name, walls in times.items():
+        rates = [size / w for w in walls]
+        print(f"   {name:<10} {spread(rates, '{:6.1f}')} MB/s")
+    print(f"   this tree vs baseline: {spread(ratios, '{:.1%}')} of its throughput", flush=True)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--baseline-rev", required=True, help="git revision to compare with")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--long-mb", type=int, default=500)
+    parser.add_argument("--short-mb", type=int, default=200)
+    parser.add_argument("--stdin", action="store_true", help="measure convert from stdin too")
     args = parser.parse_args()
-    exports = {label: ensure(name, gen) for label, (name, gen) in SHAPES.items()}
+    shaped = shapes(args.long_mb, args.short_mb)
+    exports = {label: ensure(name, gen) for label, (name, gen) in shaped.items()}
     print(f"load average before: {load()}")
     with tempfile.TemporaryDirectory() as tmp:
         baseline = Path(tmp) / "baseline"
@@ -69,18 +98,9 @@ def main() -> None:
         subprocess.run(add, check=True, capture_output=True)
         try:
             for label, export in exports.items():
-                size = export.stat().st_size / 1e6
-                times: dict[str, list[float]] = {"baseline": [], "this tree": []}
-                for _ in range(args.rounds):
-                    for name, tree in (("baseline", baseline), ("this tree", ROOT)):
-                        wall, _peak = run(tree, export, Path(tmp) / name / "f.jsonl")
-                        times[name].append(wall)
-                ratios = [b / t for b, t in zip(times["baseline"], times["this tree"], strict=True)]
-                print(f"{label}:")
-                for name, walls in times.items():
-                    rates = [size / w for w in walls]
-                    print(f"   {name:<10} {spread(rates, '{:6.1f}')} MB/s")
-                print(f"   this tree vs baseline: {spread(ratios, '{:.1%}')} of its throughput")
+                for stdin in (False, True) if args.stdin else (False,):
+                    compare(label + (", stdin" if stdin else ", by path"), export, stdin,
+                            (baseline, Path(tmp)), args.rounds)  # fmt: skip
         finally:
             subprocess.run(
                 ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(baseline)],

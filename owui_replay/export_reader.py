@@ -488,6 +488,8 @@ def open_export(path: str) -> ExportStream:
 def _sniff(name: str, raw: RawCounter, size: int | None, closers: list[Any]) -> ExportStream:
     """Gzip or not, array or page: read just enough of the start to tell."""
     head = raw.read(CHUNK)
+    while 0 < len(head) < 4 and (more := raw.read(CHUNK)):  # a pipe may give a byte at a time
+        head += more
     compressed = head.startswith(GZIP_MAGIC)
     source: Any = raw
     if compressed:

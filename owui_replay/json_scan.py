@@ -181,13 +181,14 @@ class Vetter:
     """Depth, lone surrogates and UTF-8-encoded surrogates over a JSON text fed from its first
     byte in blocks of any size. feed() returns the first problem, at its exact offset."""
 
-    def __init__(self, offset: int = 0) -> None:
+    def __init__(self, offset: int = 0, depth_limit: int = DEPTH_LIMIT) -> None:
         self.offset = offset  # the text's offset of the next block
         self._nesting = _Nesting()
         self._surrogates = _Surrogates()
         self._raw_carry = False  # the last block ended with 0xED
+        self._depth_limit = depth_limit
         # the top-level array, and a page's {"items": [...]} around it
-        self._limit = DEPTH_LIMIT + 2
+        self._limit = depth_limit + 2
 
     @property
     def settled(self) -> int:
@@ -202,7 +203,7 @@ class Vetter:
         if self._nesting.highest > self._limit:
             problems.append(
                 ScanError(
-                    f"nested deeper than {DEPTH_LIMIT} levels inside one record (memory "
+                    f"nested deeper than {self._depth_limit} levels inside one record (memory "
                     "would grow with the square of the depth)",
                     start + before.where_deeper(data, self._limit),
                 )

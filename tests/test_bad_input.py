@@ -61,12 +61,14 @@ def convert(
     stdin: bool = False,
     *,
     own_process: bool = False,
+    reads: tuple[int, ...] = (),
 ) -> tuple[int, str, Path]:
     """Run `owui-replay convert` on DATA (a file, or stdin): (exit code, stderr, output path).
 
     In this process by default, through the CLI's main() with stdin replaced, so that a
     mutation tool sees which tests reach the reader; own_process=True runs a real process
-    (for what only a process can show: its peak memory)."""
+    (for what only a process can show: its peak memory). READS: stdin gives at most these
+    many bytes per read, in turn (as a pipe may)."""
     export = tmp_path / name
     export.write_bytes(data)
     out = tmp_path / "out" / "feedback.jsonl"
@@ -79,12 +81,32 @@ def convert(
         return done.returncode, done.stderr.decode(), out
     stderr = io.StringIO()
     saved = sys.stdin
-    sys.stdin = io.TextIOWrapper(io.BytesIO(data if stdin else b""))
+    sys.stdin = io.TextIOWrapper(ShortReads(data if stdin else b"", reads))
     try:
         code = main(args, stdout=io.StringIO(), stderr=stderr)
     finally:
         sys.stdin = saved
     return code, stderr.getvalue(), out
+
+
+class ShortReads(io.BufferedIOBase):
+    """A pipe that hands over at most SIZES[0], SIZES[1], ... bytes per read."""
+
+    def __init__(self, data: bytes, sizes: tuple[int, ...] = ()) -> None:
+        super().__init__()
+        self._data = io.BytesIO(data)
+        self._sizes = sizes
+        self._turn = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int | None = -1) -> bytes:
+        if self._sizes and size != 0:
+            limit = self._sizes[self._turn % len(self._sizes)]
+            self._turn += 1
+            size = limit if size is None or size < 0 else min(size, limit)
+        return self._data.read(size)
 
 
 def assert_clean_failure(code: int, stderr: str, out: Path, where: str) -> None:
