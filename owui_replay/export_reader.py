@@ -330,7 +330,7 @@ class ExportStream:
     _saw_items: bool = False
 
     def _page_events(self, backend: Any) -> Iterator[tuple[str, str, Any]]:
-        for prefix, event, value in backend.parse(self.text, buf_size=CHUNK):
+        for prefix, event, value in backend.parse(self.text, buf_size=CHUNK, use_float=True):
             if prefix == "items" and event == "start_array":
                 self._saw_items = True
             elif prefix == "total" and event == "number":

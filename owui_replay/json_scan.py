@@ -261,6 +261,7 @@ def child_main(path: str, sizes: str = "") -> None:
     when it is gzip, every member), both on the second core while the parent parses. SIZES:
     the block sizes to read, comma-separated (tests); production reads CHILD_BLOCK."""
     import hashlib
+    import itertools
     import sys
     import zlib
 
@@ -274,11 +275,10 @@ def child_main(path: str, sizes: str = "") -> None:
 
     def blocks() -> Iterator[bytes]:
         nonlocal size
-        inflate = None
-        for block in _blocks_of(handle, block_sizes):
+        magic = handle.read(2)  # gzip or not, whatever the size of the first block
+        inflate = zlib.decompressobj(16 + zlib.MAX_WBITS) if magic == b"\x1f\x8b" else None
+        for block in itertools.chain([magic], _blocks_of(handle, block_sizes)):
             digest.update(block)
-            if size == 0 and block.startswith(b"\x1f\x8b"):
-                inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
             size += len(block)
             while inflate is not None and block:
                 text = inflate.decompress(block)
