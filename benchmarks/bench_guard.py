@@ -13,12 +13,15 @@ the export from stdin as well (the checks then run in the converting process).
 from __future__ import annotations
 
 import argparse
+import hashlib
+import importlib.util
 import os
 import resource
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -46,9 +49,16 @@ def ensure(name: str, args: list[str]) -> Path:
     return path
 
 
+def cpu_seconds() -> float:
+    """User and system CPU seconds of the children waited for so far (their children too)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def run(tree: Path, export: Path, out: Path, stdin: bool = False) -> tuple[float, float]:
-    """Wall seconds and peak RSS (MB) of one convert (of EXPORT by path, or from stdin)."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    """Wall and CPU seconds (the converting process and its checking child) of one convert
+    (of EXPORT by path, or from stdin). CPU time is what a loaded machine does not inflate."""
+    cpu = cpu_seconds()
     source = "-" if stdin else str(export)
     start = time.perf_counter()
     with open(export, "rb") as pipe:
@@ -57,9 +67,28 @@ def run(tree: Path, export: Path, out: Path, stdin: bool = False) -> tuple[float
             check=True, env={**os.environ, "PYTHONPATH": str(tree)},
             stdin=pipe if stdin else subprocess.DEVNULL,
         )  # fmt: skip
-    wall = time.perf_counter() - start
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return wall, max(peak, before) / 1024
+    return time.perf_counter() - start, cpu_seconds() - cpu
+
+
+def vet_seconds(json_scan_py: Path, export: Path) -> float:
+    """CPU seconds of the checking child's work on EXPORT (sha256 and vet_stream over 1 MiB
+    blocks), with the json_scan module at JSON_SCAN_PY: it runs beside the parser, which it
+    must not hold up."""
+    spec = importlib.util.spec_from_file_location(f"scan_{abs(hash(json_scan_py))}", json_scan_py)
+    assert spec is not None and spec.loader is not None
+    scan = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(scan)
+    digest = hashlib.sha256()
+
+    def blocks() -> Iterator[bytes]:
+        with open(export, "rb") as handle:
+            while block := handle.read(1 << 20):
+                digest.update(block)
+                yield block
+
+    start = time.process_time()
+    scan.vet_stream(blocks(), lambda line: None)
+    return time.process_time() - start
 
 
 def compare(label: str, export: Path, stdin: bool, where: tuple[Path, Path], rounds: int) -> None:
@@ -67,17 +96,27 @@ def compare(label: str, export: Path, stdin: bool, where: tuple[Path, Path], rou
     throughputs and their ratio round by round (min / median / max)."""
     baseline, tmp = where
     size = export.stat().st_size / 1e6
-    times: dict[str, list[float]] = {"baseline": [], "this tree": []}
+    walls: dict[str, list[float]] = {"baseline": [], "this tree": []}
+    cpus: dict[str, list[float]] = {"baseline": [], "this tree": []}
+    vets: dict[str, list[float]] = {"baseline": [], "this tree": []}
     for _ in range(rounds):
         for name, tree in (("baseline", baseline), ("this tree", ROOT)):
-            wall, _peak = run(tree, export, tmp / name / "f.jsonl", stdin)
-            times[name].append(wall)
-    ratios = [b / t for b, t in zip(times["baseline"], times["this tree"], strict=True)]
+            wall, cpu = run(tree, export, tmp / name / "f.jsonl", stdin)
+            walls[name].append(wall)
+            cpus[name].append(cpu)
+            if not stdin:
+                vets[name].append(vet_seconds(tree / "owui_replay" / "json_scan.py", export))
     print(f"{label} (load {load()}):")
-    for name, walls in times.items():
-        rates = [size / w for w in walls]
-        print(f"   {name:<10} {spread(rates, '{:6.1f}')} MB/s")
-    print(f"   this tree vs baseline: {spread(ratios, '{:.1%}')} of its throughput", flush=True)
+    for name in walls:
+        rates = [size / w for w in walls[name]]
+        print(
+            f"   {name:<10} {spread(rates, '{:6.1f}')} MB/s, CPU {spread(cpus[name], '{:.2f}')} s"
+        )
+        if vets[name]:
+            print(f"   {'':<10} checking child's work alone: {spread(vets[name], '{:.2f}')} s CPU")
+    for what, seconds in (("wall time", walls), ("CPU time", cpus)):
+        ratios = [t / b for b, t in zip(seconds["baseline"], seconds["this tree"], strict=True)]
+        print(f"   this tree / baseline, {what}: {spread(ratios, '{:.1%}')}", flush=True)
 
 
 def main() -> None:

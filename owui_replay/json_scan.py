@@ -212,6 +212,8 @@ class Vetter:
         return min(found, key=lambda p: p.offset) if found else None
 
     def _raw_surrogate(self, start: int, data: bytes) -> ScanError | None:
+        if not data:  # (gzip may inflate a block to nothing)
+            return None
         carried, self._raw_carry = self._raw_carry, data.endswith(b"\xed")
         if carried and data[:1] and 0xA0 <= data[0] <= 0xBF:
             at = start - 1

@@ -208,3 +208,28 @@ def test_a_string_is_refused_exactly_when_json_loads_gives_a_lone_surrogate(
     assert (found is not None) == lone
     if found is not None:  # at the first escape that is half of no pair
         assert text[found[0] : found[0] + 2] == b"\\u"
+
+
+EDGES = [  # what json.loads reads (and holds no lone surrogate), in a record's fields
+    b'{"id": "\\u0000\\u001f\\/\\"\\\\", "\\u0000": "\\ud800\\udc00\\uDBFF\\uDFFF\\uffff"}',
+    b'{"id": "dup", "id": "last", "n": [-0, -0.0, 0e0, 1E+2, 1e-400, 1e308, -1.5e-3]}',
+    b'{"n": [9223372036854775807, -9223372036854775808, 1.7976931348623157e308]}',
+    b'{"s": "' + b"\\\\" * 41 + b'", "t": "' + b"\\ud83d\\udc0d" * 7 + b'\\\\\\ud83d\\udc0d"}',
+    b'{"d": ' + b"[" * (DEPTH_LIMIT - 1) + b"{}" + b"]" * (DEPTH_LIMIT - 1) + b"}",
+    b' \r\n\t{ "e" : [ ] , "o" : { } , "b" : [true,false,null] } \r\n',
+    b'{"u": "' + "\u2028\u2029\ufeff\U0001f40d\x7f".encode() + b'"}',
+]
+
+
+@pytest.mark.parametrize("edge", EDGES, ids=range(len(EDGES)))
+def test_what_json_loads_reads_converts_as_its_canonical_form(edge: bytes) -> None:
+    export = b"[" + edge + b"," + edge + b"]"
+    value = json.loads(export)
+    with tempfile.TemporaryDirectory() as tmp:
+        want = outcome(Path(tmp) / "canonical", json.dumps(value).encode(), False)
+        assert want[0] == ExitCode.OK, want[3]
+        for reads in [(), (1,), (5, 2, 7)]:
+            with blocks(reads, reads or json_scan.BLOCK_SIZES):
+                for stdin in (False, True):
+                    got = outcome(Path(tmp) / f"{reads}-{stdin}", export, stdin, reads)
+                    assert got[:3] == want[:3], got[3]
