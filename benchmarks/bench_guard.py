@@ -76,7 +76,7 @@ def vet_seconds(json_scan_py: Path, export: Path) -> float:
     must not hold up."""
     spec = importlib.util.spec_from_file_location(f"scan_{abs(hash(json_scan_py))}", json_scan_py)
     assert spec is not None and spec.loader is not None
-    scan = importlib.util.module_from_spec(spec)
+    scan = sys.modules[spec.name] = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(scan)
     digest = hashlib.sha256()
 
