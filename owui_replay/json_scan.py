@@ -38,6 +38,9 @@ SURROGATE_START = re.compile(rb"\\u[dD][89a-fA-F]")
 # what may still become a surrogate escape when the next block comes: \ \u \uD \uD8 \uD83
 SURROGATE_PREFIX = re.compile(rb"\\(?:u(?:[dD](?:[89a-fA-F][0-9a-fA-F]?)?)?)?\Z")
 LOW_PREFIX = re.compile(rb"(?:\\(?:u(?:[dD](?:[c-fC-F][0-9a-fA-F]?)?)?)?)?\Z")
+# an escaped backslash or quote, read from the left as the parser does (a backslash, a
+# backslash and a quote are an escaped backslash and the end of the string)
+ESCAPED_PAIR = re.compile(rb'\\[\\"]')
 RAW_SURROGATE = re.compile(rb"\xed[\xa0-\xbf]")  # U+D800..U+DFFF encoded in UTF-8 (CESU-8)
 
 
@@ -61,15 +64,12 @@ class _Nesting:
 
     def feed_brackets(self, data: bytes, ceiling: int) -> None:
         """Follow the nesting through DATA with bytes operations only (C speed): escaped
-        backslashes and quotes are dropped (pairs of backslashes first, from the left, as the
-        parser reads them), then every byte but []{}" , and splitting on the quotes leaves
-        what is outside strings."""
+        backslashes and quotes are dropped (ESCAPED_PAIR), then every byte but []{}", and
+        splitting on the quotes leaves what is outside strings."""
         body = data[1:] if self.escape and data[:1] in (b'"', b"\\") else data
-        if b"\\" in body:
-            self.escape = (len(body) - len(body.rstrip(b"\\"))) % 2 == 1
-            body = body.replace(b"\\\\", b"").replace(b'\\"', b"")
-        else:
-            self.escape = False
+        self.escape = (len(body) - len(body.rstrip(b"\\"))) % 2 == 1
+        if b'\\"' in body:  # else no quote here is escaped (most blocks of most exports)
+            body = ESCAPED_PAIR.sub(b"", body)
         parts = body.translate(None, NOT_SKELETON).split(b'"')
         outside = b"".join(parts[1::2] if self.in_string else parts[0::2])
         if len(parts) % 2 == 0:
