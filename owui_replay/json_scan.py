@@ -217,7 +217,7 @@ class Vetter:
         carried, self._raw_carry = self._raw_carry, data.endswith(b"\xed")
         if carried and data[:1] and 0xA0 <= data[0] <= 0xBF:
             at = start - 1
-        elif (match := RAW_SURROGATE.search(data)) is not None:
+        elif b"\xed" in data and (match := RAW_SURROGATE.search(data)) is not None:
             at = start + match.start()
         else:
             return None
