@@ -537,12 +537,13 @@ class _Prefixed:
 
     def read(self, size: int = -1) -> bytes:
         if not self._head:
-            return self._rest.read(size)
+            data: bytes = self._rest.read(size)
+            return data
         if 0 <= size < len(self._head):
             data, self._head = self._head[:size], self._head[size:]
             return data
         data, self._head = self._head, b""
-        more = self._rest.read(-1 if size < 0 else size - len(data))
+        more: bytes = self._rest.read(-1 if size < 0 else size - len(data))
         return data + more
 
 
