@@ -986,8 +986,15 @@ def run_state(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> Exi
 
     path = Path(args.state_file) if args.state_file else default_state_path()
     if args.backup:
+        busy = _endpoints_in_use(path)
         copied = backup_state(path, Path(args.backup))
         stderr.write(f"{PROG}: copied {path} to {args.backup} ({copied['endpoints']} endpoints)\n")
+        for endpoint in busy:
+            stderr.write(
+                f"{PROG}: warning: a run was sending to {endpoint} while this copy was taken: "
+                "the copy does not know what that run sends after this moment. To move the "
+                "state, copy it again after the run has ended (or was killed).\n"
+            )
         return ExitCode.OK
     if args.forget or args.prune:
         _forget_endpoints(path, args.forget, stderr)
@@ -1004,6 +1011,20 @@ def run_state(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> Exi
             f"{counts['refused']} refused, {counts['extra_copies']} extra copies possible\n"
         )
     return ExitCode.OK
+
+
+def _endpoints_in_use(path: Path) -> list[str]:
+    """The endpoints a run holds right now (their lock is taken), for state --backup."""
+    from owui_replay.delivery_state import DeliveryState, StateBusy, list_endpoints
+
+    busy = []
+    for endpoint, _counts in list_endpoints(path) if path.exists() else []:
+        with DeliveryState(path, endpoint, create=False) as state:
+            try:
+                state.lock()
+            except StateBusy:
+                busy.append(endpoint)
+    return busy
 
 
 def _forget_endpoints(path: Path, url: str | None, stderr: IO[str]) -> None:

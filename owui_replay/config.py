@@ -109,7 +109,7 @@ def locate(given: str | None) -> tuple[Path | None, str]:
     if os.environ.get(CONFIG_ENV):
         return Path(os.environ[CONFIG_ENV]), f"${CONFIG_ENV}"
     default = config_home() / "config.toml"
-    return (default if default.is_file() else None), "default path"
+    return (default if default.exists() else None), "default path"
 
 
 def load(given: str | None) -> ConfigFile:
@@ -123,6 +123,8 @@ def load(given: str | None) -> ConfigFile:
         raise UsageError(f"config {path} ({origin}): cannot read: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise UsageError(f"config {path}: not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"config {path}: not UTF-8 text (byte {exc.start})") from None
     for name, table in document.items():
         if name not in {t for tables in READS.values() for t in tables}:
             raise UsageError(
@@ -173,13 +175,23 @@ def _actions_by_key(parser: argparse.ArgumentParser) -> dict[str, argparse.Actio
     return found
 
 
+# Each table holds the options of the commands it is named for; sync and listen, which read
+# every table, take from each only what belongs there (a mapping option under [openwebui] is
+# refused, not applied to sync alone).
+TABLE_OWNERS: dict[str, tuple[str, ...]] = {
+    "openwebui": ("download",),
+    "convert": ("convert",),
+    "replay": ("replay", "state", "verify", "approve"),
+}
+
+
 def known_keys(parsers: dict[str, argparse.ArgumentParser], table: str) -> set[str]:
-    """Every key some command that reads TABLE understands there."""
+    """Every key TABLE may hold: the options of the commands it is named for."""
     keys: set[str] = set()
-    for command, tables in READS.items():
-        if table in tables and command in parsers:
+    for command in TABLE_OWNERS.get(table, ()):
+        if command in parsers:
             keys |= set(_actions_by_key(parsers[command]))
-            keys |= {key for (c, t, key) in SPELLED if c == command and t == table}
+    keys |= {key for (_c, t, key) in SPELLED if t == table}
     return keys
 
 
@@ -201,7 +213,10 @@ def apply(
     actions = _actions_by_key(parser)
     sources: dict[str, str] = {}
     for table in READS.get(command, ()):
+        known = known_keys(parsers, table)
         for key, value in config.tables.get(table, {}).items():
+            if key not in known:
+                continue  # check() refused it already; never applied from the wrong table
             action = actions.get(SPELLED.get((command, table, key), key))
             if action is None or action.dest in given:
                 continue  # another command's option, or the command line decided
@@ -308,5 +323,15 @@ def effective(
             value = "(set)" if key in ("token_file", "api_key_file") else os.environ[variable]
         else:
             source = "default"
-        settings.append(Setting(option, action.dest, value, source))
+        settings.append(Setting(option, action.dest, _shown(value), source))
     return settings
+
+
+def _shown(value: Any) -> Any:
+    """A value as `config` may print it: a password inside a URL is masked."""
+    if isinstance(value, str) and "@" in value and "://" in value:
+        scheme, rest = value.split("://", 1)
+        userinfo, at, host = rest.partition("@")
+        if at and ":" in userinfo and "/" not in userinfo:
+            return f"{scheme}://{userinfo.split(':', 1)[0]}:***@{host}"
+    return value

@@ -517,6 +517,8 @@ def _refuse_hard_links(path: Path) -> None:
     """SQLite keeps the WAL beside the name it was opened by (it follows symlinks, not hard
     links): two runs through two hard links would write two WALs into one file, corrupting
     it. Such a state is refused before SQLite touches it."""
+    if path.is_dir():
+        raise StateError(f"{path} is a folder, not a delivery state file: name a file in it")
     try:
         links = os.stat(path).st_nlink
     except FileNotFoundError:

@@ -328,7 +328,7 @@ def refuse_silent_fresh_start(
             raise UnknownDeliveries(
                 f"{state.endpoint} reaches the same server ({address}) as {other}, which the "
                 f"delivery state {state.path} holds deliveries to; nothing was sent. Use "
-                f"--base-url {other}, or pass --new-state to treat it as another endpoint"
+                f"--portkey-url {other}, or pass --new-state to treat it as another endpoint"
             )
 
 

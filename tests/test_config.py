@@ -88,6 +88,8 @@ def test_the_file_sets_what_the_command_runs_with(tmp_path: Path) -> None:
         ("[replay\n", "not valid TOML"),
         ("[openwebui]\ntoken = 'sk-do-not-echo'\n", "a secret does not belong"),
         ("[replay]\nnew_state = true\n", "give --new-state on the command line"),
+        ("[openwebui]\nthumbs_down_value = -5\n", "no command reads this key from [openwebui]"),
+        ("[convert]\nconcurrency = 3\n", "no command reads this key from [convert]"),
         ("[replay]\nskip_approvals = true\n", "a one-run override does not belong"),
     ],
 )
@@ -168,3 +170,19 @@ def test_the_readmes_service_setup_runs_as_written(tmp_path: Path) -> None:
     assert shown["--token-file"]["source"] == f"config {path} [openwebui]"
     cron = block.split("```cron\n", 1)[1].split("\n", 1)[0]
     assert "venv/bin/owui-replay sync || [ $? -eq 10 ]" in cron
+
+
+def test_config_masks_a_password_in_a_url_and_names_an_unreadable_file(tmp_path: Path) -> None:
+    config_file('[replay]\nportkey_url = "https://u:pk-SUPERSECRET123@api.example.com/v1"\n')
+    shown = run_cli("config", "replay")
+    as_json = run_cli("config", "replay", "--json")
+    assert "SUPERSECRET" not in shown.stdout + as_json.stdout
+    assert "https://u:***@api.example.com/v1" in shown.stdout
+    path = config_file("")
+    path.write_bytes(b"\xff\xfe[convert]\n")
+    bad = run_cli("config")
+    assert bad.code == ExitCode.USAGE and "not UTF-8" in bad.stderr and str(path) in bad.stderr
+    path.unlink()
+    path.mkdir()
+    folder = run_cli("config")
+    assert folder.code == ExitCode.USAGE and str(path) in folder.stderr

@@ -397,7 +397,7 @@ def test_localhost_and_127_0_0_1_for_one_server_are_said_before_sending(tmp_path
         assert twice.code == ExitCode.NO_STATE and stub.state.requests == 4
         line = one_line_error(twice.stderr)
         assert f"{by_name} reaches the same server (127.0.0.1 port" in line, line
-        assert f"--base-url {stub.url}" in line and "--new-state" in line
+        assert f"--portkey-url {stub.url}" in line and "--new-state" in line
         assert replay_in_process(feedback, stub.url).code == 0  # the name the state knows
         assert stub.state.requests == 4
 
@@ -516,3 +516,39 @@ def test_only_an_address_or_localhost_is_resolved_to_compare_servers() -> None:
     assert same_server("http://127.0.0.1:5/v1", "http://127.0.0.2:5/v1") is None  # no overlap
     # two names are never resolved: one load balancer can serve two sites
     assert same_server("https://a.example.invalid/v1", "https://b.example.invalid/v1") is None
+
+
+def test_a_folder_given_as_the_state_is_named_as_a_folder(tmp_path: Path) -> None:
+    folder = tmp_path / "state"
+    folder.mkdir()
+    got = run_cli("state", "--state-file", str(folder))
+    assert got.code == ExitCode.STATE and "is a folder, not a delivery state file" in got.stderr
+
+
+def test_a_backup_taken_while_a_run_holds_an_endpoint_says_what_it_misses(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from owui_replay.delivery_state import DeliveryState
+
+    state = tmp_path / "ledger.sqlite3"
+    with DeliveryState(state, "http://127.0.0.1:9/v1") as made:
+        made.touch_endpoint()
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys, time; from pathlib import Path\n"
+         "from owui_replay.delivery_state import DeliveryState\n"
+         "s = DeliveryState(Path(sys.argv[1]), 'http://127.0.0.1:9/v1'); s.lock()\n"
+         "print('held', flush=True); time.sleep(30)", str(state)],
+        stdout=subprocess.PIPE, text=True, cwd=ROOT,
+    )  # fmt: skip
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        during = run_cli("state", "--state-file", str(state), "--backup", str(tmp_path / "c1"))
+    finally:
+        holder.kill()
+        holder.wait()
+    after = run_cli("state", "--state-file", str(state), "--backup", str(tmp_path / "c2"))
+    assert during.code == after.code == ExitCode.OK
+    assert "a run was sending to http://127.0.0.1:9/v1 while this copy was taken" in during.stderr
+    assert "warning" not in after.stderr
