@@ -8,7 +8,6 @@ import gzip
 import io
 import json
 import os
-import resource
 import signal
 import subprocess
 import sys
@@ -74,11 +73,14 @@ def convert(
     out = tmp_path / "out" / "feedback.jsonl"
     args = ["convert", "-" if stdin else str(export), "-o", str(out)]
     if own_process:
+        peak = tmp_path / "peak-rss-kb"
         done = subprocess.run(
-            [sys.executable, "-m", "owui_replay", *args], input=data if stdin else None,
-            capture_output=True, check=False, env={**os.environ, "PYTHONPATH": str(ROOT)},
+            [sys.executable, "-c", _MEASURED, *args], input=data if stdin else None,
+            capture_output=True, check=False,
+            env={**os.environ, "PYTHONPATH": str(ROOT), "PEAK_RSS_FILE": str(peak)},
         )  # fmt: skip
         return done.returncode, done.stderr.decode(), out
+
     stderr = io.StringIO()
     saved = sys.stdin
     sys.stdin = io.TextIOWrapper(ShortReads(data if stdin else b"", reads))
@@ -87,6 +89,26 @@ def convert(
     finally:
         sys.stdin = saved
     return code, stderr.getvalue(), out
+
+
+# The CLI in a process that writes its own peak RSS (and its children's) to $PEAK_RSS_FILE at
+# exit: the test process's RUSAGE_CHILDREN is the largest of every child any earlier test ran.
+_MEASURED = """
+import atexit, os, resource, sys
+def _peak():
+    who = (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+    kb = max(resource.getrusage(w).ru_maxrss for w in who)
+    with open(os.environ["PEAK_RSS_FILE"], "w") as f:
+        f.write(str(kb))
+atexit.register(_peak)
+from owui_replay.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def peak_mb(tmp_path: Path) -> float:
+    """The peak RSS of the last own_process run, in MB."""
+    return int((tmp_path / "peak-rss-kb").read_text()) / 1024
 
 
 class ShortReads(io.BufferedIOBase):
@@ -202,7 +224,7 @@ def test_deep_nesting_is_refused_with_memory_bounded(
     boundary = records.find(b'"snapshot"', PARSER_CHUNK)
     data = records[:boundary] + b'"deep": ' + deep + b", " + records[boundary:]
     code, stderr, out = convert(tmp_path, data, stdin=stdin, own_process=True)
-    peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    peak = peak_mb(tmp_path)
     index = data[:boundary].count(b'"id": "rec-') - 1
     assert_clean_failure(code, stderr, out, f"in record index {index} ")
     assert f"nested deeper than {DEPTH_LIMIT} levels" in stderr
@@ -212,7 +234,7 @@ def test_deep_nesting_is_refused_with_memory_bounded(
     first = boundary + len(b'"deep": ')
     named = int(stderr.split("byte offset ")[1].split()[0])
     assert named == first + DEPTH_LIMIT * len(opener), (first, named)
-    assert peak_mb < 200, f"peak RSS {peak_mb:.0f} MB"  # at 50,000 levels ijson alone takes GBs
+    assert peak < 200, f"peak RSS {peak:.0f} MB"  # at 50,000 levels ijson alone takes GBs
 
 
 def test_nesting_at_the_limit_is_accepted(tmp_path: Path) -> None:
