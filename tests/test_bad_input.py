@@ -92,12 +92,15 @@ def convert(
 
 
 # The CLI in a process that writes its own peak RSS (and its children's) to $PEAK_RSS_FILE at
-# exit: the test process's RUSAGE_CHILDREN is the largest of every child any earlier test ran.
+# exit. Neither the test process's RUSAGE_CHILDREN (the largest child any earlier test ran) nor
+# the child's own ru_maxrss (kept across exec, so a forked child starts at the size of the test
+# process) measures convert: VmHWM belongs to the program that exec loaded.
 _MEASURED = """
 import atexit, os, resource, sys
 def _peak():
-    who = (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
-    kb = max(resource.getrusage(w).ru_maxrss for w in who)
+    with open("/proc/self/status") as status:
+        own = next(int(l.split()[1]) for l in status if l.startswith("VmHWM:"))
+    kb = max(own, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
     with open(os.environ["PEAK_RSS_FILE"], "w") as f:
         f.write(str(kb))
 atexit.register(_peak)
