@@ -57,3 +57,16 @@ def read_jsonl(path: Path) -> list[Any]:
 
 def load_fixture(path: Path) -> Any:
     return json.loads(path.read_text("utf-8"))
+
+
+class FakeClock:
+    """A clock for pacing tests: time moves only when something sleeps."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds

@@ -10,15 +10,18 @@ misbehave: latency, 429 (with or without Retry-After), 5xx, 401,
 from __future__ import annotations
 
 import json
+import ssl
 import threading
 import time
 import uuid
 from collections import Counter, deque
-from collections.abc import Callable
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+import trustme
 
 from tests.serving import serving
 
@@ -310,3 +313,14 @@ class StubServer(ThreadingHTTPServer):
 
 def portkey_stub(**settings: Any) -> AbstractContextManager[StubServer]:
     return serving(StubServer(StubState(**settings)))
+
+
+@contextmanager
+def tls_portkey_stub(ca: trustme.CA) -> Iterator[StubServer]:
+    """The stand-in behind TLS, with a certificate for 127.0.0.1 signed by CA."""
+    server = StubServer(StubState())
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(context)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    with serving(server):
+        yield server

@@ -17,6 +17,7 @@ from owui_replay.journal import JOURNAL_VERSION, Journal, journal_header
 from owui_replay.portkey_client import Reply, error_message
 from owui_replay.ratelimit import RateLimiter
 from owui_replay.urls import checked_base_url, is_loopback
+from tests.helpers import FakeClock
 
 
 @pytest.mark.parametrize(
@@ -92,17 +93,6 @@ def test_backoff_is_bounded_and_honours_retry_after(
         assert 0 <= delay <= 20
     else:
         assert min(retry_after, 60) <= delay <= min(retry_after, 60) + 0.25
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.now += seconds
 
 
 def test_token_bucket_holds_the_rate() -> None:

@@ -5,17 +5,7 @@ from __future__ import annotations
 import pytest
 
 from owui_replay.ratelimit import RateLimiter
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.now += seconds
+from tests.helpers import FakeClock
 
 
 @pytest.mark.parametrize("second_pause", [5.0, 1.0, None])
@@ -25,7 +15,7 @@ def test_a_second_429_during_the_first_full_pause_does_not_shorten_it(
     """The first 429 pauses every worker for the server's Retry-After; a second 429 from a
     request that was in flight says nothing that ends the pause sooner (its own short breath
     is for a limit already learnt, after the pause)."""
-    clock = Clock()
+    clock = FakeClock()
     limiter = RateLimiter(None, clock=clock, sleep=clock.sleep)
     limiter.throttle(5.0, window_count=50.0, sent_at=clock.now - 0.01)
     clock.now += 1.0
@@ -35,7 +25,7 @@ def test_a_second_429_during_the_first_full_pause_does_not_shorten_it(
 
 
 def test_a_longer_retry_after_during_the_first_pause_extends_it() -> None:
-    clock = Clock()
+    clock = FakeClock()
     limiter = RateLimiter(None, clock=clock, sleep=clock.sleep)
     limiter.throttle(2.0, window_count=50.0)
     limiter.throttle(None, window_count=50.0)  # no Retry-After: no pause of its own

@@ -3,26 +3,14 @@
 from __future__ import annotations
 
 import ssl
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import trustme
 
 from owui_replay.errors import ExitCode
-from tests.portkey_stub import API_KEY, StubServer, StubState
+from tests.portkey_stub import API_KEY, StubServer, tls_portkey_stub
 from tests.replay_helpers import make_feedback, replay_in_process
 from tests.serving import serving
-
-
-@contextmanager
-def tls_stub(ca: trustme.CA) -> Iterator[StubServer]:
-    server = StubServer(StubState())
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("127.0.0.1").configure_cert(context)
-    server.socket = context.wrap_socket(server.socket, server_side=True)
-    with serving(server):
-        yield server
 
 
 def https(server: StubServer) -> str:
@@ -34,7 +22,7 @@ def test_a_private_ca_is_trusted_with_ca_bundle(tmp_path: Path) -> None:
     bundle = tmp_path / "ca.pem"
     ca.cert_pem.write_to_path(str(bundle))
     feedback = make_feedback(tmp_path, 5)
-    with tls_stub(ca) as server:
+    with tls_portkey_stub(ca) as server:
         result = replay_in_process(feedback, https(server), "--ca-bundle", str(bundle))
         assert result.code == ExitCode.OK, result.stderr
         assert len(server.state.stored) == 5
@@ -42,7 +30,7 @@ def test_a_private_ca_is_trusted_with_ca_bundle(tmp_path: Path) -> None:
 
 def test_an_untrusted_certificate_stops_at_once_without_sending(tmp_path: Path) -> None:
     feedback = make_feedback(tmp_path, 50)
-    with tls_stub(trustme.CA()) as server:
+    with tls_portkey_stub(trustme.CA()) as server:
         result = replay_in_process(feedback, https(server), "--concurrency", "1", quiet=False)
         assert server.state.requests == 0
     assert result.code == ExitCode.DELIVERY_FAILED

@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import ssl
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import trustme
@@ -19,7 +16,7 @@ import trustme
 from owui_replay.errors import ExitCode
 from tests.helpers import REAL_EXPORT, environment, run_cli
 from tests.openwebui_stub import ADMIN_TOKEN, OwuiServer, OwuiState
-from tests.portkey_stub import API_KEY, StubServer, StubState, portkey_stub
+from tests.portkey_stub import API_KEY, portkey_stub, tls_portkey_stub
 from tests.proxy_stub import closed_port, logging_proxy
 from tests.replay_helpers import make_feedback, replay_in_process, uncertain_resent
 from tests.serving import serving
@@ -31,16 +28,6 @@ def proxies(url: str) -> dict[str, str]:
         "HTTP_PROXY": url, "http_proxy": url, "HTTPS_PROXY": url, "https_proxy": url,
         "ALL_PROXY": url, "all_proxy": url, "NO_PROXY": "", "no_proxy": "",
     }  # fmt: skip
-
-
-@contextmanager
-def tls_portkey(ca: trustme.CA) -> Iterator[StubServer]:
-    server = StubServer(StubState())
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("127.0.0.1").configure_cert(context)
-    server.socket = context.wrap_socket(server.socket, server_side=True)
-    with serving(server):
-        yield server
 
 
 def ca_bundle(ca: trustme.CA, directory: Path) -> Path:
@@ -80,7 +67,7 @@ def test_https_goes_through_the_environments_proxy_as_a_tunnel(tmp_path: Path) -
     ca = trustme.CA()
     bundle = ca_bundle(ca, tmp_path)
     feedback = make_feedback(tmp_path, 6)
-    with logging_proxy() as proxy, tls_portkey(ca) as stub, environment(**proxies(proxy.url)):
+    with logging_proxy() as proxy, tls_portkey_stub(ca) as stub, environment(**proxies(proxy.url)):
         url = stub.url.replace("http://", "https://")
         result = replay_in_process(feedback, url, "--ca-bundle", str(bundle))
         stored = len(stub.state.stored)
@@ -126,7 +113,7 @@ def test_a_missing_ca_bundle_is_a_usage_error_before_anything_else(tmp_path: Pat
     state = tmp_path / "ledger.sqlite3"
     missing = tmp_path / "no-such-ca.pem"
     ca = trustme.CA()
-    with tls_portkey(ca) as stub:
+    with tls_portkey_stub(ca) as stub:
         url = stub.url.replace("http://", "https://")
         result = replay_in_process(
             feedback, url, "--ca-bundle", str(missing), "--ledger", str(state), quiet=False
@@ -146,7 +133,10 @@ def test_a_missing_requests_ca_bundle_stops_the_run_without_an_uncertain_rating(
     """REQUESTS_CA_BUNDLE naming a missing file fails inside requests before it connects."""
     feedback = make_feedback(tmp_path, 4)
     state = tmp_path / "ledger.sqlite3"
-    with tls_portkey(trustme.CA()) as stub, environment(REQUESTS_CA_BUNDLE=str(tmp_path / "x")):
+    with (
+        tls_portkey_stub(trustme.CA()) as stub,
+        environment(REQUESTS_CA_BUNDLE=str(tmp_path / "x")),
+    ):
         url = stub.url.replace("http://", "https://")
         result = replay_in_process(feedback, url, "--ledger", str(state), quiet=False)
         assert stub.state.requests == 0
@@ -161,7 +151,7 @@ def test_a_refused_proxy_is_not_an_uncertain_attempt(tmp_path: Path) -> None:
     feedback = make_feedback(tmp_path, 4)
     state = tmp_path / "ledger.sqlite3"
     dead_proxy = f"http://127.0.0.1:{closed_port()}"
-    with tls_portkey(ca) as stub:
+    with tls_portkey_stub(ca) as stub:
         url = stub.url.replace("http://", "https://")
         common = ("--ca-bundle", str(bundle), "--ledger", str(state), "--concurrency", "2")
         with environment(**proxies(dead_proxy)):
@@ -182,7 +172,7 @@ def test_a_refused_proxy_is_not_an_uncertain_attempt(tmp_path: Path) -> None:
 def test_a_tls_handshake_failure_is_not_an_uncertain_attempt(tmp_path: Path) -> None:
     feedback = make_feedback(tmp_path, 4)
     state = tmp_path / "ledger.sqlite3"
-    with tls_portkey(trustme.CA()) as stub:  # a certificate this machine does not trust
+    with tls_portkey_stub(trustme.CA()) as stub:  # a certificate this machine does not trust
         url = stub.url.replace("http://", "https://")
         result = replay_in_process(feedback, url, "--ledger", str(state))
     assert result.code == ExitCode.DELIVERY_FAILED
