@@ -675,6 +675,7 @@ def _add_sync(commands: Any) -> None:
         "--wait", action="store_true", help="wait for a running sync instead of exiting with 8"
     )
     _add_skip_approvals(p)
+    _add_accept_option_change(p)
     p.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
     loud = p.add_mutually_exclusive_group()
     loud.add_argument(
@@ -690,6 +691,7 @@ def _add_sync(commands: Any) -> None:
 
 
 def run_sync(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> ExitCode:
+    from owui_replay.option_change import OptionChangeRefused
     from owui_replay.progress import is_terminal
     from owui_replay.secrets import load_secret
     from owui_replay.syncing import sync
@@ -700,10 +702,17 @@ def run_sync(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> Exit
     if not args.dry_run:
         api_key = load_secret("PORTKEY_API_KEY", args.api_key_file, "--api-key-file")
     talk = args.verbose or (not args.quiet and is_terminal(stderr))
-    with _sigterm_as_interrupt():
-        result = sync(
-            settings, token, api_key, stderr=stderr, stdout=stdout, progress=None if talk else False
-        )
+    try:
+        with _sigterm_as_interrupt():
+            result = sync(
+                settings, token, api_key, stderr=stderr, stdout=stdout,
+                progress=None if talk else False,
+            )  # fmt: skip
+    except OptionChangeRefused as exc:
+        raise exc.with_hint(
+            "Pass --accept-option-change once to send them with this run's options, or run "
+            "with the delivered version's options"
+        ) from None
     redact = api_key.redact if api_key else str
     message = result.replay.stop_message()
     if message is not None:  # an interrupted run says whether requests were left in flight
@@ -742,6 +751,7 @@ def _sync_settings(args: argparse.Namespace) -> SyncSettings:
         wait=args.wait,
         dry_run=args.dry_run,
         samples=args.samples if args.dry_run and not args.json else 0,
+        accept_option_change=args.accept_option_change,
     )
 
 
@@ -859,8 +869,19 @@ def _add_listen(commands: Any) -> None:
     _add_mapping_options(p)
     _add_delivery_options(p)
     _add_skip_approvals(p)
+    _add_accept_option_change(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no log lines on stderr")
     p.set_defaults(handler=run_listen)
+
+
+def _add_accept_option_change(p: argparse.ArgumentParser) -> None:
+    """The option-change guard's one-run override (sync, listen); never from the config file."""
+    p.add_argument(
+        "--accept-option-change",
+        action="store_true",
+        help="rewrite delivered ratings whose only change is the mapping options (otherwise "
+        "sync refuses with exit 14 and listen skips them); give it once, for one run",
+    )
 
 
 def run_listen(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> ExitCode:
@@ -901,6 +922,7 @@ def run_listen(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> Ex
         secret_file=Path(args.secret_file) if args.secret_file else None,
         openwebui_timeout=args.openwebui_timeout,
         verify_tls=args.ca_bundle or True,
+        accept_option_change=args.accept_option_change,
     )
     token = load_secret("OPENWEBUI_TOKEN", args.token_file, "--token-file")
     api_key = load_secret("PORTKEY_API_KEY", args.api_key_file, "--api-key-file")

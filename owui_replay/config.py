@@ -74,7 +74,7 @@ ONE_RUN = frozenset(
     {
         "new_state", "send_older", "skip_approvals", "no_verify", "retry_refused",
         "restart", "resume", "start_offset", "dry_run", "output", "json", "backup", "forget",
-        "accept_other_version",
+        "accept_other_version", "accept_option_change",
     }
 )  # fmt: skip
 

@@ -8,7 +8,11 @@ every run of every file. A row per (endpoint, rating key):
 - `unknown`: POST attempts whose outcome is not known. It goes up by one in the transaction
   committed *before* a POST leaves and down by one when the server answers (any status), so
   after a kill at any point a rating with `unknown > 0` may be stored at Portkey: uncertain.
-- what Portkey refused (content hash, status, message), per endpoint.
+- what Portkey refused (content hash, status, message), per endpoint;
+- which mapping options produced the delivered version (`options`, the sha256 of the option
+  set, whose JSON is kept once in `option_sets`; NULL: unknown, e.g. a row older than format
+  4 or a handoff without a manifest), so a change that comes only from the options is told
+  apart from a change made in Open WebUI.
 
 Every intent and every outcome is its own committed transaction, so there is no lag window
 between a request and the record of it. With `synchronous=NORMAL` a commit is a write(2) to
@@ -44,7 +48,7 @@ from owui_replay.errors import ExitCode, ReplayError, StateError
 
 # `listen` keeps its own tables in the same file, created and versioned by live_state.py
 LISTENER_TABLES = frozenset({"live_meta", "live_hints", "live_ratings"})
-STATE_FORMAT = 3  # 2: no taken_at, no forgotten_at; 1 (0.1.0): table `delivered` only
+STATE_FORMAT = 4  # 3: no options; 2: no taken_at, no forgotten_at; 0.1.0: `delivered` only
 LOCK_BASE = 1 << 32  # endpoint locks live above SQLite's own lock bytes (at 1 GiB)
 
 SCHEMA = """
@@ -64,7 +68,13 @@ CREATE TABLE IF NOT EXISTS ratings (
     last_attempt    TEXT,              -- method and time of the last request (audit)
     approved_by     TEXT,              -- principals who approved the handoff it came from
     taken_at        INTEGER,           -- when the export of the delivered version was taken (ms)
+    options         TEXT,              -- option_sets.digest of the delivered version, if known
     PRIMARY KEY (endpoint, rating_key)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS option_sets (
+    digest     TEXT PRIMARY KEY,       -- sha256 of the canonical options JSON
+    options    TEXT NOT NULL,          -- the mapping options that shape payloads, as JSON
+    first_used TEXT NOT NULL
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS endpoints (
     endpoint     TEXT PRIMARY KEY,
@@ -76,6 +86,11 @@ UPGRADE_2 = (
     "ALTER TABLE ratings ADD COLUMN taken_at INTEGER",
     "ALTER TABLE endpoints ADD COLUMN forgotten_at TEXT",
 )
+UPGRADE_3 = (  # the rows delivered before keep options NULL: unknown, never guarded
+    "ALTER TABLE ratings ADD COLUMN options TEXT",
+    "CREATE TABLE option_sets (digest TEXT PRIMARY KEY, options TEXT NOT NULL, "
+    "first_used TEXT NOT NULL) WITHOUT ROWID",
+)
 
 
 class LineState(Enum):
@@ -84,6 +99,9 @@ class LineState(Enum):
     NEW = "new"  # never sent to this endpoint: POST
     UNCERTAIN = "uncertain"  # a POST got no answer, may be stored: resend (announced) or skip
     CHANGED = "changed"  # delivered, but the payload differs: PUT to its Portkey id
+    # delivered, same updated_at, made with other mapping options: a PUT that only the options
+    # cause (replay says so; sync and listen refuse it unless the change is accepted)
+    OPTIONS = "changed-by-options"
     DELIVERED = "delivered"  # Portkey holds exactly this: skip
     STALE = "stale"  # Portkey holds a newer version: skip
     BACKWARDS = "backwards"  # changed, updated_at went back, no export time: --send-older
@@ -101,6 +119,7 @@ class Rating:
     trace_id: str
     taken_at: int | None = None  # when the handoff's export was taken (ms), if known
     send_older: bool = False  # --send-older chose this version although updated_at went back
+    options: str | None = None  # digest of the mapping options that made it; None: unknown
 
 
 @dataclass(frozen=True)
@@ -113,6 +132,7 @@ class Known:
     unknown: int
     refused_content: str | None
     taken_at: int | None = None  # of the delivered version's export (ms), if known
+    options: str | None = None  # digest of the options that made the delivered version
 
     @property
     def delivered(self) -> bool:
@@ -138,10 +158,24 @@ def judge(
             return LineState.STALE
         if newer is None and not send_older:
             return LineState.BACKWARDS
-        return LineState.CHANGED if known.portkey_id else LineState.NOT_UPDATABLE
+        if not known.portkey_id:
+            return LineState.NOT_UPDATABLE
+        return LineState.OPTIONS if only_options_differ(rating, known) else LineState.CHANGED
     if known.refused_content == rating.content and not retry_refused:
         return LineState.REFUSED
     return LineState.UNCERTAIN if known.unknown > 0 else LineState.NEW
+
+
+def only_options_differ(rating: Rating, known: Known) -> bool:
+    """The content differs, Open WebUI's version did not move, and both versions' mapping
+    options are known and differ: the options alone make the change. A version that moved
+    in Open WebUI counts as changed there, even when the options changed too."""
+    return (
+        rating.options is not None
+        and known.options is not None
+        and rating.options != known.options
+        and rating.updated_at == known.updated_at
+    )
 
 
 def supersedes(
@@ -265,12 +299,28 @@ class DeliveryState:
     def lookup(self, key: str) -> Known | None:
         with self._lock, self._guard("read"):
             row = self._db.execute(
-                "SELECT portkey_id, updated_at, content, unknown, refused_content, taken_at "
-                "FROM ratings "
+                "SELECT portkey_id, updated_at, content, unknown, refused_content, taken_at, "
+                "options FROM ratings "
                 "WHERE endpoint = ? AND rating_key = ?",
                 (self.endpoint, key),
             ).fetchone()
         return Known(*row) if row else None
+
+    def note_options(self, digest: str, options_json: str) -> None:
+        """Keep the JSON of an option set once, before versions made with it are recorded."""
+        with self._lock, self._guard("write"):
+            self._db.execute(
+                "INSERT OR IGNORE INTO option_sets (digest, options, first_used) VALUES (?, ?, ?)",
+                (digest, options_json, _now()),
+            )
+
+    def option_set(self, digest: str) -> dict[str, Any] | None:
+        """The options an option-set digest stands for; None when this state never kept it."""
+        with self._lock, self._guard("read"):
+            row = self._db.execute(
+                "SELECT options FROM option_sets WHERE digest = ?", (digest,)
+            ).fetchone()
+        return dict(json.loads(row[0])) if row else None
 
     def counts(self) -> dict[str, int]:
         """Ratings at this endpoint by what is known of them."""
@@ -329,12 +379,13 @@ class DeliveryState:
                     "updated_at = CASE WHEN ?9 THEN ?2 ELSE updated_at END, "
                     "content = CASE WHEN ?9 THEN ?3 ELSE content END, "
                     "taken_at = CASE WHEN ?9 THEN ?10 ELSE taken_at END, "
+                    "options = CASE WHEN ?9 THEN ?11 ELSE options END, "
                     "trace_id = ?4, delivered_at = ?5, "
                     "extra_copies = extra_copies + MAX(unknown - ?6, 0), unknown = 0, "
                     "refused_content = NULL, refused_status = NULL, refused_detail = NULL "
                     "WHERE endpoint = ?7 AND rating_key = ?8",
                     (ids[i] or "", r.updated_at, r.content, r.trace_id, now, answered,
-                     self.endpoint, r.key, bool(keep), r.taken_at),
+                     self.endpoint, r.key, bool(keep), r.taken_at, r.options),
                 )  # fmt: skip
             self._db.execute("COMMIT")
         return extra
@@ -551,6 +602,10 @@ def _identify(db: sqlite3.Connection, path: Path) -> tuple[int, set[str]]:
         0: (set(), {"delivered"}),
         2: ({"ratings", "endpoints"},),
         3: ({"ratings", "endpoints"}, {"ratings", "endpoints", *LISTENER_TABLES}),
+        4: (
+            {"ratings", "endpoints", "option_sets"},
+            {"ratings", "endpoints", "option_sets", *LISTENER_TABLES},
+        ),
     }
     if version not in ours or tables not in ours[version]:
         raise StateError(
@@ -561,12 +616,13 @@ def _identify(db: sqlite3.Connection, path: Path) -> tuple[int, set[str]]:
 
 
 def _migrate(db: sqlite3.Connection, version: int, tables: set[str]) -> None:
-    """Create a new state; upgrade a format-2 state or a 0.1.0 ledger in place."""
+    """Create a new state; upgrade a format-2 or -3 state or a 0.1.0 ledger in place, in one
+    transaction (a failure leaves the file as it was)."""
     if version == STATE_FORMAT:
         return
     db.execute("BEGIN IMMEDIATE")
-    if version == 2:
-        for statement in UPGRADE_2:
+    if version in (2, 3):
+        for statement in (UPGRADE_2 if version == 2 else ()) + UPGRADE_3:
             db.execute(statement)
     else:
         for statement in SCHEMA.split(";"):
@@ -598,10 +654,13 @@ def content_hash(payload: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
-def rating_of(payload: dict[str, Any], raw: bytes, taken_at: int | None = None) -> Rating:
+def rating_of(
+    payload: dict[str, Any], raw: bytes, taken_at: int | None = None, options: str | None = None
+) -> Rating:
     """The identity of one JSONL line. Lines without convert's feedback id are keyed by their
     bytes: the same line is never posted twice, and any other line is a different rating.
-    TAKEN_AT: when the handoff's export was taken, if known."""
+    TAKEN_AT: when the handoff's export was taken, if known; OPTIONS: the digest of the mapping
+    options that made it, if known."""
     metadata = payload.get("metadata") or {}
     feedback_id = metadata.get("feedback_id")
     updated_at = str(metadata.get("updated_at") or "")
@@ -609,9 +668,9 @@ def rating_of(payload: dict[str, Any], raw: bytes, taken_at: int | None = None) 
     if isinstance(feedback_id, str) and feedback_id:
         return Rating(
             feedback_id, int(updated_at) if updated_at.isdigit() else 0, content,
-            payload["trace_id"], taken_at,
+            payload["trace_id"], taken_at, options=options,
         )  # fmt: skip
     return Rating(
         "sha256:" + hashlib.sha256(raw.rstrip(b"\n")).hexdigest(), 0, content,
-        payload["trace_id"], taken_at,
+        payload["trace_id"], taken_at, options=options,
     )  # fmt: skip

@@ -24,6 +24,7 @@ class ExitCode(IntEnum):
     NETWORK = 11  # a server could not be reached (or, downloading, broke off); nothing used up
     NO_STATE = 12  # the delivery state has no record of an endpoint that has deliveries elsewhere
     STATE = 13  # the delivery state (or replay's journal) cannot be opened, read or written
+    OPTION_CHANGE = 14  # sync: delivered ratings would change only because the options differ
     INTERRUPTED = 130  # Ctrl-C or SIGTERM; state was saved
 
 
@@ -42,6 +43,8 @@ EXIT_CODE_HELP = {
     ExitCode.NETWORK: "a server could not be reached (download: or broke off); nothing used up",
     ExitCode.NO_STATE: "evidence of deliveries the state does not know (--new-state); nothing sent",
     ExitCode.STATE: "the delivery state or journal cannot be opened, read or written",
+    ExitCode.OPTION_CHANGE: "sync: ratings would change only by options "
+    "(--accept-option-change); nothing sent",
     ExitCode.INTERRUPTED: "interrupted (Ctrl-C, SIGTERM); state was saved",
 }
 

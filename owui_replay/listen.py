@@ -15,6 +15,10 @@ Withdrawal: Portkey has no DELETE; a rating deleted in Open WebUI is PUT with th
 weight 0 and metadata.withdrawn "true", only for ratings this listener received from the same
 Open WebUI, only when the deletion is confirmed (a 404 on the record, or absence from a
 complete /ids list plus a 404), and never more than --max-withdraw at once.
+Options: a delivered rating that would change only because the listener's mapping options
+differ from those of the delivered version is skipped (logged, counted in /healthz) unless
+the change was accepted at start; the first reconcile after the options changed re-reads
+every record, so a restart that accepts the change rewrites them all.
 """
 
 from __future__ import annotations
@@ -52,6 +56,7 @@ from owui_replay.listen_server import ListenServer, Receiver
 from owui_replay.live_state import SETTLE_SECONDS, Hint, LiveState
 from owui_replay.mapping import Mapper, Skip
 from owui_replay.openwebui_live import LiveOpenWebUI, OpenWebUIDown
+from owui_replay.option_change import OptionSet, describe, differences
 from owui_replay.portkey_client import PortkeyClient
 from owui_replay.replaying import refuse_silent_fresh_start
 from owui_replay.schemas import OPENWEBUI_SCHEMA, PORTKEY_SCHEMA, RecordValidator
@@ -130,6 +135,7 @@ class Health:
     portkey_failing_since: float | None = None
     last_error: str | None = None
     refusal: dict[str, Any] | None = None
+    option_change: dict[str, Any] | None = None  # ratings skipped: changed only by options
     sent: dict[str, int] = field(
         default_factory=lambda: {"posted": 0, "updated": 0, "withdrawn": 0, "refused": 0}
     )
@@ -155,6 +161,7 @@ class _Item:
     put: bool = False
     withdraw: bool = False
     done: bool = False
+    earlier_options: str | None = None  # skipped: only the options would change it
 
 
 class Listener:
@@ -201,6 +208,11 @@ class Listener:
                 )
             self.state.touch_endpoint()
             self.live = LiveState(self.replay.state_file_or_default(), self.endpoint, self.source)
+            self.options = OptionSet.of_mapping(settings.mapping)
+            self.state.note_options(self.options.digest, self.options.text)
+            # options other than those of the last complete pass: re-read every record once
+            self._recheck_all = self.live.meta("options") != self.options.digest
+            self._option_skipped: dict[str, str] = {}  # subject -> the delivered options
         except BaseException:
             self.state.close()
             raise
@@ -279,6 +291,7 @@ class Listener:
                 "failing_since": {k: _iso(v) for k, v in failing.items()},
                 "last_error": h.last_error,
                 "refusal": h.refusal,
+                "option_change": h.option_change,
                 "withdraw": self.settings.withdraw,
                 "max_withdraw": self.settings.max_withdraw,
             }
@@ -419,16 +432,21 @@ class Listener:
         present = {e.id: e.updated_at for e in self.owui.ids()}
         self._recovered("openwebui")
         seen = self.live.all_seen()
+        recheck = self._recheck_all
         stale = [
             fid
             for fid, updated in present.items()
-            if (s := seen.get(fid)) is None or s.updated_at != updated or not s.settled
+            if (s := seen.get(fid)) is None or s.updated_at != updated or not s.settled or recheck
         ]
         fetched = 0
         for i in range(0, len(stale), CHUNK):
             if self.stop.is_set():
                 return
             fetched += len(self._round(stale[i : i + CHUNK]))
+        if recheck:  # once per start; a start that accepts the change reads them all again
+            self._recheck_all = False
+            if not self._option_skipped:
+                self.live.set_meta("options", self.options.digest)
         gone = sorted(k for k, s in seen.items() if k not in present and s.held)
         withdrawn = self._withdraw_missing(gone)
         summary = {
@@ -500,6 +518,7 @@ class Listener:
             send = self._prepare(item)
             if send is not None:
                 sends.append(send)
+        self._note_option_skips(items)
         if sends:
             self._deliver(sends)
         for item in items:
@@ -521,10 +540,15 @@ class Listener:
             self._record(item, None, keep=True)
             return None
         raw = dumps_line(payload)
-        rating = rating_of(payload, raw)
+        rating = rating_of(payload, raw, options=self.options.digest)
         known = self.state.lookup(rating.key)
         verdict = judge(rating, known, retry_refused=self.replay.retry_refused)
         item.payload, item.rating = payload, rating
+        if verdict is LineState.OPTIONS and not self.settings.accept_option_change:
+            assert known is not None and known.options is not None
+            item.earlier_options, item.done = known.options, True
+            self._record(item, None, keep=True)  # fetched again after a restart accepting it
+            return None
         if verdict is LineState.DELIVERED:
             item.done = True
             self._record(item, payload, keep=False)
@@ -532,7 +556,8 @@ class Listener:
         if not self._worth_sending(item, verdict, known):
             return None
         item.sending = True
-        put_id = known.portkey_id if verdict is LineState.CHANGED and known else None
+        changed = verdict in (LineState.CHANGED, LineState.OPTIONS)
+        put_id = known.portkey_id if changed and known else None
         item.put = put_id is not None
         self.live.note_sending(item.subject, payload)
         return Send(self._next_line(), rating, put_id=put_id), raw
@@ -569,12 +594,43 @@ class Listener:
                 f"may end with up to {known.unknown} extra copies"
             )
             return True
-        if verdict is LineState.NEW or verdict is LineState.CHANGED:
+        if verdict in (LineState.NEW, LineState.CHANGED, LineState.OPTIONS):
             return True
         self.log(f"{item.subject}: not sent: {verdict.value}")
         item.done = True
         self._record(item, None, keep=True)
         return False
+
+    def _note_option_skips(self, items: list[_Item]) -> None:
+        """Log this round's option-only skips in one line; /healthz counts them all."""
+        for item in items:
+            if item.earlier_options is None:
+                self._option_skipped.pop(item.subject, None)
+        skipped = [item for item in items if item.earlier_options is not None]
+        for item in skipped:
+            assert item.earlier_options is not None
+            self._option_skipped[item.subject] = item.earlier_options
+        if not skipped:
+            if not self._option_skipped:
+                with self.health.lock:
+                    self.health.option_change = None
+            return
+        changes: list[str] = []
+        for old in sorted(set(self._option_skipped.values())):
+            changes += differences(self.state.option_set(old), self.options.options)
+        message = (
+            f"{len(self._option_skipped)} delivered ratings would change only because the "
+            f"mapping options differ from those of the delivered version ({describe(changes)}); "
+            "not sent: restart the listener accepting the option change to send them"
+        )
+        with self.health.lock:
+            self.health.option_change = {
+                "at": _iso(time.time()),
+                "skipped": len(self._option_skipped),
+                "changes": list(dict.fromkeys(changes)),
+                "message": message,
+            }
+        self.log(f"refused: {len(skipped)} not sent this round; " + message)
 
     def _prepare_withdrawal(self, item: _Item) -> tuple[Send, bytes] | None:
         seen = self.live.seen(item.subject)

@@ -37,6 +37,8 @@ from owui_replay.evidence import (
 from owui_replay.feedback_file import FeedbackFile, check_manifest, iter_lines, scan_feedback
 from owui_replay.handoff import HandoffPaths
 from owui_replay.journal import Journal, set_aside
+from owui_replay.option_change import OptionChangeRefused, OptionSet, describe, differences
+from owui_replay.option_change import from_manifest as options_from_manifest
 from owui_replay.portkey_client import PortkeyClient
 from owui_replay.progress import is_terminal
 from owui_replay.secrets import Secret, portkey_key
@@ -59,6 +61,24 @@ class Plan:
     uncertain_skipped: int = 0
     maybe_copies: int = 0  # unanswered POSTs behind the uncertain ratings resent
     approved_by: list[str] = field(default_factory=list)  # principals whose approval verified
+    option_set: OptionSet | None = None  # the options that made this handoff, if known
+    option_changes: list[str] = field(default_factory=list)  # "name old -> new", per option
+
+    @property
+    def changed_in_openwebui(self) -> int:
+        return self.states[LineState.CHANGED]
+
+    @property
+    def options_only(self) -> int:
+        """Delivered ratings that change only because the mapping options differ."""
+        return self.states[LineState.OPTIONS]
+
+    def option_note(self) -> str:
+        """Said before sending: the option-only changes, named."""
+        return (
+            f"{plural(self.options_only, 'delivered rating')} change only because of options "
+            f"(not in Open WebUI): {describe(self.option_changes)}"
+        )
 
     @property
     def posts(self) -> int:
@@ -94,18 +114,24 @@ class Plan:
 
 
 def plan_lines(
-    feedback: Path, settings: ReplaySettings, state: DeliveryState, taken_at: int | None = None
+    feedback: Path,
+    settings: ReplaySettings,
+    state: DeliveryState,
+    taken_at: int | None = None,
+    options: OptionSet | None = None,
 ) -> tuple[FeedbackFile, Plan]:
     """Check every line (schema, manifest) and judge it against the endpoint's state.
-    TAKEN_AT: when the handoff's export was taken (ms), from its manifest, if known."""
+    TAKEN_AT: when the handoff's export was taken (ms), from its manifest, if known; OPTIONS:
+    the mapping options that made it, from its manifest, if known."""
     newest: dict[str, tuple[int, Rating]] = {}
-    plan = Plan(state.endpoint, 0)
+    plan = Plan(state.endpoint, 0, option_set=options)
+    digest = options.digest if options is not None else None
 
     def visit(number: int, payload: Any, raw: bytes) -> None:
         if number < settings.start_offset:
             plan.below_offset += 1
             return
-        rating = rating_of(payload, raw, taken_at)
+        rating = rating_of(payload, raw, taken_at, digest)
         earlier = newest.get(rating.key)
         if earlier is not None:
             plan.superseded += 1
@@ -119,6 +145,7 @@ def plan_lines(
             f"--start-offset {settings.start_offset} is past the end ({scanned.lines} lines)"
         )
     plan.total = scanned.lines
+    earlier_options: set[str] = set()
     for number, rating in sorted(newest.values(), key=lambda item: item[0]):
         known = state.lookup(rating.key)
         verdict = judge(
@@ -128,6 +155,10 @@ def plan_lines(
         if verdict is LineState.NEW:
             plan.new_lines.append(number)
             plan.sends.append(Send(number, rating))
+        elif verdict is LineState.OPTIONS:
+            assert known is not None and known.options is not None
+            earlier_options.add(known.options)
+            plan.sends.append(Send(number, rating, put_id=known.portkey_id))
         elif verdict is LineState.CHANGED:
             assert known is not None
             if settings.send_older and rating.updated_at < (known.updated_at or 0):
@@ -140,6 +171,9 @@ def plan_lines(
             plan.uncertain_resent += 1
             plan.maybe_copies += known.unknown
             plan.sends.append(Send(number, rating))
+    if options is not None:
+        for old in sorted(earlier_options):
+            plan.option_changes += differences(state.option_set(old), options.options)
     return scanned, plan
 
 
@@ -199,6 +233,9 @@ class ReplayResult:
             "uncertain_resent": plan.uncertain_resent,
             "uncertain_skipped": plan.uncertain_skipped,
             "older_not_sent": plan.backwards,
+            "changed_in_openwebui": plan.changed_in_openwebui,
+            "changed_only_by_options": plan.options_only,
+            "option_changes": list(dict.fromkeys(plan.option_changes)),
             "approved_by": plan.approved_by,
         }
         if stats is not None:
@@ -221,6 +258,14 @@ class ReplayResult:
         else:
             parts.append(f"delivered now: {stats.posted} posted, {stats.updated} updated")
         parts.append(f"already delivered: {states[LineState.DELIVERED]}")
+        if plan.changed_in_openwebui or plan.options_only:
+            parts.append(f"changed in Open WebUI: {plan.changed_in_openwebui}")
+        if plan.options_only:
+            verb = "would change" if stats is None else "changed"
+            parts.append(
+                f"{verb} only because of options: {plan.options_only} "
+                f"({describe(plan.option_changes)})"
+            )
         parts += [text for count, text in self._plan_parts() if count]
         parts.append(f"uncertain resent: {plan.uncertain_resent}")
         if plan.uncertain_skipped:
@@ -281,7 +326,8 @@ def _checked(
     if not settings.new_state:
         refuse_silent_fresh_start(feedback, settings, state)
     taken_at = handoff_taken_at(feedback) if settings.verify_manifest else None
-    scanned, plan = plan_lines(feedback, settings, state, taken_at)
+    options = handoff_options(feedback) if settings.verify_manifest else None
+    scanned, plan = plan_lines(feedback, settings, state, taken_at, options)
     if not settings.new_state and plan.new_lines:
         refuse_a_state_behind_its_journal(feedback, scanned.sha256, plan, state)
     manifest = check_manifest(scanned) if settings.verify_manifest else None
@@ -351,6 +397,16 @@ def refuse_a_state_behind_its_journal(
         )
 
 
+def handoff_options(feedback: Path) -> OptionSet | None:
+    """The mapping options convert recorded in the handoff's manifest; None when unknown (no
+    manifest, or one from a version that recorded other options)."""
+    manifest = HandoffPaths.for_output(feedback).manifest
+    try:
+        return options_from_manifest(json.loads(manifest.read_text("utf-8")))
+    except (OSError, ValueError):
+        return None
+
+
 def handoff_taken_at(feedback: Path) -> int | None:
     """When the export behind this handoff was taken (ms since the epoch), from the manifest
     convert wrote (input.taken_at, carried from download); None when unknown."""
@@ -389,6 +445,10 @@ def replay(
         state.lock()
         warnings: list[str] = []
         scanned, plan = _checked(feedback, settings, state, warnings)
+        if settings.guard_option_change and plan.options_only:
+            raise OptionChangeRefused(state.endpoint, plan.options_only, plan.option_changes)
+        if plan.options_only:
+            warnings.append(plan.option_note())
         announcement = plan.announcement()
         said = [f"warning: {w}" for w in warnings] + ([announcement] if announcement else [])
         if stderr is not None:
@@ -396,6 +456,8 @@ def replay(
                 stderr.write(f"owui-replay: {text}\n")
             stderr.flush()
         state.touch_endpoint()
+        if plan.option_set is not None:
+            state.note_options(plan.option_set.digest, plan.option_set.text)
         if settings.restart and paths.journal.exists():
             set_aside(paths.journal)
         stats = _deliver(feedback, scanned, plan, paths, settings, state, api_key, stderr, progress)

@@ -54,6 +54,8 @@ class ReplaySettings:
     new_state: bool = False  # send although journals show deliveries this state does not know
     send_older: bool = False  # PUT changes whose updated_at went back, with no export time
     evidence_journals: tuple[Path, ...] = ()  # more journals to read (sync's earlier runs)
+    # refuse to rewrite delivered ratings only because the mapping options changed (sync)
+    guard_option_change: bool = False
 
     allow_insecure_http: bool = False
 
@@ -93,6 +95,7 @@ class SyncSettings:
     wait: bool = False
     dry_run: bool = False
     samples: int = DRY_RUN_SAMPLES
+    accept_option_change: bool = False  # rewrite ratings whose only change is the options
 
     @classmethod
     def from_environment(cls, workdir: Path, **given: Any) -> SyncSettings:
@@ -131,6 +134,7 @@ class ListenSettings:
     secret_file: Path | None = None
     openwebui_timeout: float = 30.0
     verify_tls: bool | str = True
+    accept_option_change: bool = False  # else ratings changed only by options are skipped
 
     @property
     def public(self) -> str:

@@ -182,7 +182,11 @@ def sync(
     stdout = stdout or io.StringIO()
     lock = SyncLock(settings.workdir, wait=settings.wait)
     run_dir: Path | None = None
-    replaying = replace(settings.replay, evidence_journals=tuple(journals_under(settings.workdir)))
+    replaying = replace(
+        settings.replay,
+        evidence_journals=tuple(journals_under(settings.workdir)),
+        guard_option_change=not settings.accept_option_change,  # unattended: refuse, exit 14
+    )
     try:
         run_dir = new_run_dir(settings.workdir, settings.dry_run)
         export = run_dir / "export.json"
