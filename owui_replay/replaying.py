@@ -258,9 +258,8 @@ class ReplayResult:
         else:
             parts.append(f"delivered now: {stats.posted} posted, {stats.updated} updated")
         parts.append(f"already delivered: {states[LineState.DELIVERED]}")
-        if plan.changed_in_openwebui or plan.options_only:
+        if plan.options_only:  # the PUTs split by cause (with none, every PUT is a change there)
             parts.append(f"changed in Open WebUI: {plan.changed_in_openwebui}")
-        if plan.options_only:
             verb = "would change" if stats is None else "changed"
             parts.append(
                 f"{verb} only because of options: {plan.options_only} "
