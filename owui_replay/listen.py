@@ -621,7 +621,7 @@ class Listener:
         message = (
             f"{len(self._option_skipped)} delivered ratings would change only because the "
             f"mapping options differ from those of the delivered version ({describe(changes)}); "
-            "not sent: restart the listener accepting the option change to send them"
+            "skipped until the listener is restarted accepting the option change"
         )
         with self.health.lock:
             self.health.option_change = {
@@ -630,7 +630,7 @@ class Listener:
                 "changes": list(dict.fromkeys(changes)),
                 "message": message,
             }
-        self.log(f"refused: {len(skipped)} not sent this round; " + message)
+        self.log("refused: " + message)
 
     def _prepare_withdrawal(self, item: _Item) -> tuple[Send, bytes] | None:
         seen = self.live.seen(item.subject)

@@ -63,6 +63,7 @@ class Plan:
     approved_by: list[str] = field(default_factory=list)  # principals whose approval verified
     option_set: OptionSet | None = None  # the options that made this handoff, if known
     option_changes: list[str] = field(default_factory=list)  # "name old -> new", per option
+    guarded: bool = False  # a real run refuses option-only changes (sync)
 
     @property
     def changed_in_openwebui(self) -> int:
@@ -261,9 +262,10 @@ class ReplayResult:
         if plan.options_only:  # the PUTs split by cause (with none, every PUT is a change there)
             parts.append(f"changed in Open WebUI: {plan.changed_in_openwebui}")
             verb = "would change" if stats is None else "changed"
+            refuses = "; a real run refuses them" if plan.guarded and stats is None else ""
             parts.append(
                 f"{verb} only because of options: {plan.options_only} "
-                f"({describe(plan.option_changes)})"
+                f"({describe(plan.option_changes)}{refuses})"
             )
         parts += [text for count, text in self._plan_parts() if count]
         parts.append(f"uncertain resent: {plan.uncertain_resent}")
@@ -327,6 +329,7 @@ def _checked(
     taken_at = handoff_taken_at(feedback) if settings.verify_manifest else None
     options = handoff_options(feedback) if settings.verify_manifest else None
     scanned, plan = plan_lines(feedback, settings, state, taken_at, options)
+    plan.guarded = settings.guard_option_change
     if not settings.new_state and plan.new_lines:
         refuse_a_state_behind_its_journal(feedback, scanned.sha256, plan, state)
     manifest = check_manifest(scanned) if settings.verify_manifest else None

@@ -404,7 +404,7 @@ def test_the_listener_tables_are_a_separate_migration_beside_the_delivery_state(
     db = sqlite3.connect(path)
     tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     db.close()
-    assert tables == {"ratings", "endpoints"} | LISTENER_TABLES  # what the state accepts
+    assert tables == {"ratings", "endpoints", "option_sets"} | LISTENER_TABLES  # accepted
     again = LiveState(path, "http://127.0.0.1:1/v1", "http://127.0.0.1:2")  # migrated once
     assert [(h.subject, h.event) for h in again.hints()] == [("a-rating", "feedback.created")]
     again.close()
