@@ -39,6 +39,9 @@ class OptionSet:
     def of(cls, options: dict[str, Any]) -> OptionSet:
         """From MappingOptions.as_dict() or a manifest's `options` of the same shape."""
         shaping = {key: value for key, value in options.items() if key not in SELECTING}
+        for key in ("keep_metadata", "drop_metadata"):  # sets of globs: order and repeats
+            if isinstance(shaping.get(key), list):  # do not change what they keep or drop
+                shaping[key] = sorted(set(shaping[key]))
         text = json.dumps(shaping, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
         return cls(hashlib.sha256(text.encode("utf-8")).hexdigest(), text)
 

@@ -13,6 +13,8 @@ from typing import Any
 from owui_replay.errors import ExitCode
 from owui_replay.mapping import MappingOptions
 from tests.helpers import REAL_EXPORT, Run, environment, run_cli
+from tests.openwebui_stub import ADMIN_TOKEN
+from tests.portkey_stub import API_KEY
 from tests.replay_helpers import chain, serve
 from tests.test_listen import listening, reconciled, stand_ins, wait_for
 
@@ -52,7 +54,7 @@ def test_sync_refuses_a_rewrite_that_only_options_cause_until_it_is_accepted_onc
         refused = sync(workdir)  # the cron example, without --drop-comments
         assert pk.state.requests == 35  # nothing sent
         accepted = sync(workdir, "--accept-option-change")
-        updates = len(pk.state.updates)
+        updates = list(pk.state.updates)
         again = sync(workdir)
         requests_after = pk.state.requests
     assert refused.code == ExitCode.OPTION_CHANGE == 14
@@ -61,7 +63,8 @@ def test_sync_refuses_a_rewrite_that_only_options_cause_until_it_is_accepted_onc
     assert DROPPED in line and "--accept-option-change" in line and "nothing was sent" in line
     assert no_comment_text(refused.stderr, refused.stdout)
     assert accepted.code == ExitCode.OK, accepted.stderr
-    assert updates == 35  # PUT with the comments, as the options now say
+    assert len(updates) == 35  # PUT with the comments, as the options now say
+    assert all(body["metadata"]["comment"].startswith("private remark") for _, body in updates)
     assert again.code == ExitCode.NOTHING_NEW, again.stderr  # the new options were recorded
     assert requests_after == 70
 
@@ -191,6 +194,11 @@ def test_listen_skips_option_only_changes_says_so_in_healthz_and_sends_them_once
             wait_for(reconciled(m))
             quiet = m.health()[1]
         requests = pk.state.requests
+        with environment(OPENWEBUI_TOKEN=ADMIN_TOKEN, PORTKEY_API_KEY=API_KEY):
+            shared = ("--openwebui-url", owui.url, "--portkey-url", pk.url, "--state-file",
+                      str(tmp_path / "ledger.sqlite3"), "--allow-insecure-http")  # fmt: skip
+            same = sync(tmp_path / "sync", *shared)  # what listen recorded, sync reads alike
+            other = sync(tmp_path / "sync", *shared, "--drop-metadata", "comment")
     option_change = skipped["option_change"]
     assert option_change["skipped"] == 4 and option_change["changes"] == [DROPPED]
     assert skipped["sent"]["updated"] == 0
@@ -201,3 +209,7 @@ def test_listen_skips_option_only_changes_says_so_in_healthz_and_sends_them_once
         "posted": 0, "updated": 0, "withdrawn": 0, "refused": 0,
     }  # fmt: skip
     assert requests == 4 + 1 + 3
+    assert same.code == ExitCode.NOTHING_NEW, same.stderr
+    assert other.code == ExitCode.OPTION_CHANGE and "drop_metadata [] -> ['comment']" in (
+        other.stderr
+    )
