@@ -443,8 +443,8 @@ class Listener:
             if self.stop.is_set():
                 return
             fetched += len(self._round(stale[i : i + CHUNK]))
-        if recheck:  # once per start; a start that accepts the change reads them all again
-            self._recheck_all = False
+        if recheck and fetched == len(stale):  # every record reached an outcome: once a
+            self._recheck_all = False  # start; a start that accepts the change reads all again
             if not self._option_skipped:
                 self.live.set_meta("options", self.options.digest)
         gone = sorted(k for k, s in seen.items() if k not in present and s.held)
