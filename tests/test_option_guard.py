@@ -89,10 +89,10 @@ def test_a_rating_changed_in_openwebui_is_sent_and_counted_apart_from_option_cha
         talk = sync(workdir, "--dry-run", "--verbose", "--samples", "0")
         refused = sync(workdir)
         assert pk.state.requests == 4
-        hand = run_cli(
-            "replay", str(sorted((workdir / "runs").iterdir())[-1] / "feedback.jsonl"),
-            "--portkey-url", pk.url, "--state-file", str(workdir / "ledger.sqlite3"), "--json",
-        )  # fmt: skip
+        handoff = str(sorted((workdir / "runs").iterdir())[-1] / "feedback.jsonl")
+        target = ("--portkey-url", pk.url, "--state-file", str(workdir / "ledger.sqlite3"))
+        blind = run_cli("replay", handoff, *target, "--no-verify", "--dry-run", "--json")
+        hand = run_cli("replay", handoff, *target, "--json")
         puts = len(pk.state.updates)
     done = json.loads(alone.stdout)["replay"]
     assert alone.code == ExitCode.OK, alone.stderr
@@ -108,6 +108,9 @@ def test_a_rating_changed_in_openwebui_is_sent_and_counted_apart_from_option_cha
         talk.stderr
     )
     assert refused.code == ExitCode.OPTION_CHANGE and "1 delivered rating would" in refused.stderr
+    # without the manifest the handoff's options are unknown: nothing is put down to them
+    unknown = json.loads(blind.stdout)
+    assert unknown["changed_only_by_options"] == 0 and unknown["by_state"]["changed"] == 2
     # a person running replay is not refused, but told, on stderr and in the summary
     assert hand.code == ExitCode.OK, hand.stderr
     said = f"1 delivered rating change only because of options (not in Open WebUI): {DROPPED}"
