@@ -62,6 +62,7 @@ from owui_replay.replaying import refuse_silent_fresh_start
 from owui_replay.schemas import OPENWEBUI_SCHEMA, PORTKEY_SCHEMA, RecordValidator
 from owui_replay.secrets import Secret, clean_secret
 from owui_replay.settings import ListenSettings, ReplaySettings
+from owui_replay.words import plural
 
 SECRET_FILE = "events.secret"
 JOURNAL = "listen.journal.jsonl"  # read back by the lost-state check, as replay's journals are
@@ -618,9 +619,10 @@ class Listener:
         changes: list[str] = []
         for old in sorted(set(self._option_skipped.values())):
             changes += differences(self.state.option_set(old), self.options.options)
+        count = plural(len(self._option_skipped), "delivered rating")
         message = (
-            f"{len(self._option_skipped)} delivered ratings would change only because the "
-            f"mapping options differ from those of the delivered version ({describe(changes)}); "
+            f"{count} would change only because the mapping options differ from those of the "
+            f"delivered version ({describe(changes)}); "
             "skipped until the listener is restarted accepting the option change"
         )
         with self.health.lock:

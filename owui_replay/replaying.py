@@ -77,7 +77,8 @@ class Plan:
     def option_note(self) -> str:
         """Said before sending: the option-only changes, named."""
         return (
-            f"{plural(self.options_only, 'delivered rating')} change only because of options "
+            f"{plural(self.options_only, 'delivered rating')} "
+            f"{'changes' if self.options_only == 1 else 'change'} only because of options "
             f"(not in Open WebUI): {describe(self.option_changes)}"
         )
 

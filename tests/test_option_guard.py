@@ -113,7 +113,7 @@ def test_a_rating_changed_in_openwebui_is_sent_and_counted_apart_from_option_cha
     assert unknown["changed_only_by_options"] == 0 and unknown["by_state"]["changed"] == 2
     # a person running replay is not refused, but told, on stderr and in the summary
     assert hand.code == ExitCode.OK, hand.stderr
-    said = f"1 delivered rating change only because of options (not in Open WebUI): {DROPPED}"
+    said = f"1 delivered rating changes only because of options (not in Open WebUI): {DROPPED}"
     assert said in hand.stderr
     assert json.loads(hand.stdout)["changed_only_by_options"] == 1 and puts == 3
     assert no_comment_text(alone.stdout, plan.stdout, talk.stderr, refused.stderr, hand.stderr)
