@@ -624,7 +624,9 @@ Each run keeps its export, JSONL, rejects, manifest and journal in WORKDIR/runs/
 plus sync.json (the --json summary). A killed run is resumed by running the same command
 again. With --workdir the delivery state is WORKDIR/ledger.sqlite3 (one volume keeps both).
 Exit 0: delivered; 10: nothing new; 8: another sync holds the work directory; 12: the state
-has no record of deliveries the earlier runs' journals show (--new-state sends anyway).
+has no record of deliveries the earlier runs' journals show (--new-state sends anyway); 14:
+delivered ratings would change only because the mapping options differ from those of the
+delivered version (--accept-option-change sends them, once).
 """
 
 
