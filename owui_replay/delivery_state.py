@@ -167,12 +167,14 @@ def judge(
 
 
 def only_options_differ(rating: Rating, known: Known) -> bool:
-    """The content differs, Open WebUI's version did not move, and both versions' mapping
-    options are known and differ: the options alone make the change. A version that moved
-    in Open WebUI counts as changed there, even when the options changed too."""
+    """The content differs, Open WebUI's version did not move, and this run's mapping options
+    are known and differ from the delivered version's: the options alone make the change. A
+    delivered version whose options were never recorded (delivered before state format 4, or
+    from a handoff without a manifest) counts too: Open WebUI did not change it, so only the
+    mapping can have. A version that moved in Open WebUI counts as changed there, even when the
+    options changed too."""
     return (
         rating.options is not None
-        and known.options is not None
         and rating.options != known.options
         and rating.updated_at == known.updated_at
     )

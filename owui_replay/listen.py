@@ -546,8 +546,8 @@ class Listener:
         verdict = judge(rating, known, retry_refused=self.replay.retry_refused)
         item.payload, item.rating = payload, rating
         if verdict is LineState.OPTIONS and not self.settings.accept_option_change:
-            assert known is not None and known.options is not None
-            item.earlier_options, item.done = known.options, True
+            assert known is not None  # "": delivered with its options unrecorded
+            item.earlier_options, item.done = known.options or "", True
             self._record(item, None, keep=True)  # fetched again after a restart accepting it
             return None
         if verdict is LineState.DELIVERED:

@@ -158,8 +158,8 @@ def plan_lines(
             plan.new_lines.append(number)
             plan.sends.append(Send(number, rating))
         elif verdict is LineState.OPTIONS:
-            assert known is not None and known.options is not None
-            earlier_options.add(known.options)
+            assert known is not None
+            earlier_options.add(known.options or "")  # "": delivered with options unrecorded
             plan.sends.append(Send(number, rating, put_id=known.portkey_id))
         elif verdict is LineState.CHANGED:
             assert known is not None

@@ -216,3 +216,23 @@ def test_listen_skips_option_only_changes_says_so_in_healthz_and_sends_them_once
     assert other.code == ExitCode.OPTION_CHANGE and "drop_metadata [] -> ['comment']" in (
         other.stderr
     )
+
+
+def test_ratings_delivered_before_options_were_recorded_are_guarded_too(tmp_path: Path) -> None:
+    """The first unattended run after an upgrade from state format 3 (no options recorded)
+    must not rewrite the delivered ratings silently: Open WebUI did not change them."""
+    workdir = tmp_path / "work"
+    with chain(tmp_path, commented(5)) as (pk, _owui, _export):
+        first = sync(workdir, "--drop-comments")
+        assert first.code == ExitCode.OK, first.stderr
+        db = sqlite3.connect(workdir / "ledger.sqlite3")
+        with db:
+            db.execute("UPDATE ratings SET options = NULL")  # as a format-3 row migrates
+        db.close()
+        refused = sync(workdir)
+        requests_after_refusal = pk.state.requests
+    assert refused.code == ExitCode.OPTION_CHANGE, refused.stderr
+    assert requests_after_refusal == 5  # nothing sent
+    assert "5 delivered ratings would change only because" in refused.stderr
+    assert "options not recorded" in refused.stderr
+    assert no_comment_text(refused.stderr, refused.stdout)
