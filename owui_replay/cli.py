@@ -621,8 +621,11 @@ example:
   owui-replay sync --user-scope --since $(date -d '1 hour ago' +%s)
 
 Each run keeps its export, JSONL, rejects, manifest and journal in WORKDIR/runs/<UTC time>/,
-plus sync.json (the --json summary). A killed run is resumed by running the same command
-again. With --workdir the delivery state is WORKDIR/ledger.sqlite3 (one volume keeps both).
+plus sync.json (the --json summary). Once the state holds this Open WebUI's history, a run
+reads the /ids list and fetches only new and changed records (--full: the whole export), and
+withdraws ratings deleted there (weight 0; at most --max-withdraw at once). A killed run is
+resumed by running the same command again. With --workdir the delivery state is
+WORKDIR/ledger.sqlite3 (one volume keeps both).
 Exit 0: delivered; 10: nothing new; 8: another sync holds the work directory; 12: the state
 has no record of deliveries the earlier runs' journals show (--new-state sends anyway); 14:
 delivered ratings would change only because the mapping options differ from those of the
@@ -675,6 +678,25 @@ def _add_sync(commands: Any) -> None:
     )
     p.add_argument(
         "--wait", action="store_true", help="wait for a running sync instead of exiting with 8"
+    )
+    p.add_argument(
+        "--full",
+        action="store_true",
+        help="download the whole export even when only the new and changed records could be "
+        "fetched (Open WebUI 0.6.42+ lists /ids)",
+    )
+    p.add_argument(
+        "--max-withdraw",
+        type=_int_range(0, 10**9),
+        default=SyncSettings.max_withdraw,
+        metavar="N",
+        help="a run that finds more than N ratings deleted in Open WebUI withdraws none and "
+        "says so (default %(default)s)",
+    )
+    p.add_argument(
+        "--no-withdraw",
+        action="store_true",
+        help="never withdraw ratings deleted in Open WebUI",
     )
     _add_skip_approvals(p)
     _add_accept_option_change(p)
@@ -754,6 +776,9 @@ def _sync_settings(args: argparse.Namespace) -> SyncSettings:
         dry_run=args.dry_run,
         samples=args.samples if args.dry_run and not args.json else 0,
         accept_option_change=args.accept_option_change,
+        full=args.full,
+        max_withdraw=args.max_withdraw,
+        withdraw=not args.no_withdraw,
     )
 
 

@@ -333,6 +333,9 @@ def _superseded_entry(index: int, payload: dict[str, Any]) -> dict[str, Any]:
     return entry
 
 
+ORIGIN: dict[str, type] = {"source": str, "scope": str, "mode": str, "complete": bool}
+
+
 def build_manifest(
     stream: ExportStream,
     options: MappingOptions,
@@ -341,7 +344,7 @@ def build_manifest(
 ) -> dict[str, Any]:
     """What was read, with which settings, and what came out: for audit and for replay."""
     manifest: dict[str, Any] = {
-        "manifest_version": MANIFEST_FORMAT,
+        "manifest_version": 1,  # 2 once the input block says where the export came from
         "tool": {"name": "owui-replay", "version": __version__},
         "schemas": {
             "openwebui": schema_version(OPENWEBUI_SCHEMA),
@@ -361,27 +364,37 @@ def build_manifest(
     }
     if stream.page_total is not None:
         manifest["input"]["page_total"] = stream.page_total
-    taken_at = _taken_at(stream)
-    if taken_at is not None:
-        manifest["input"]["taken_at"] = taken_at
+    taken = _taken(stream)
+    if taken.get("taken_at") is not None:
+        manifest["input"]["taken_at"] = taken["taken_at"]
+    came_from = {key: taken[key] for key in ORIGIN if key in taken}
+    if came_from:  # format 2: where the export came from, as download recorded it
+        manifest["input"].update(came_from)
+        manifest["manifest_version"] = MANIFEST_FORMAT
     files = sink.files()
     if files is not None:
         manifest["output"], manifest["rejects"] = files
     return manifest
 
 
-def _taken_at(stream: ExportStream) -> str | None:
-    """When download took this export (EXPORT.taken-at.json), if it is this very file: replay
-    lets the handoff taken later win over a clock that went back."""
+def _taken(stream: ExportStream) -> dict[str, Any]:
+    """What download recorded beside this export (EXPORT.taken-at.json), if it is this very
+    file: when it was taken (replay lets the handoff taken later win over a clock that went
+    back) and where from (replay --withdraw-missing needs a complete admin export)."""
     sidecar = Path(stream.name + ".taken-at.json")
     try:
         meta = json.loads(sidecar.read_text("utf-8"))
     except (OSError, ValueError):
-        return None
+        return {}
     if not isinstance(meta, dict) or meta.get("sha256") != stream.sha256():
-        return None  # another file by that name, or the export was changed since
-    taken = meta.get("taken_at")
-    return taken if isinstance(taken, str) else None
+        return {}  # another file by that name, or the export was changed since
+    out: dict[str, Any] = {}
+    if isinstance(meta.get("taken_at"), str):
+        out["taken_at"] = meta["taken_at"]
+    for key, kind in ORIGIN.items():
+        if isinstance(meta.get(key), kind):
+            out[key] = meta[key]
+    return out
 
 
 def _empty_message(stream: ExportStream) -> str:

@@ -241,10 +241,27 @@ def download(
         raise
     writer.commit()
     digest = writer.sha256.hexdigest()
+    write_sidecars(output, digest, taken_at, origin(client.base, user_scope, "full"))
+    return Downloaded(output, digest, writer.bytes, records, client.auth, taken_at)
+
+
+def origin(base_url: str, user_scope: bool, mode: str) -> dict[str, Any]:
+    """Where an export came from, for OUT.taken-at.json and then the manifest: the Open WebUI
+    address (checked_base_url refuses one with credentials), the scope, and whether it holds
+    every rating (an admin export read whole) or only what changed (sync's incremental read)."""
+    return {
+        "source": base_url,
+        "scope": "user" if user_scope else "admin",
+        "mode": mode,
+        "complete": not user_scope and mode == "full",
+    }
+
+
+def write_sidecars(output: Path, digest: str, taken_at: str, came_from: dict[str, Any]) -> None:
+    """OUT.sha256 and OUT.taken-at.json beside an export this tool wrote."""
     sidecar = output.with_name(output.name + ".sha256")
     write_bytes_atomic(sidecar, f"{digest}  {output.name}\n".encode())
-    write_json_atomic(taken_at_path(output), {"sha256": digest, "taken_at": taken_at})
-    return Downloaded(output, digest, writer.bytes, records, client.auth, taken_at)
+    write_json_atomic(taken_at_path(output), {"sha256": digest, "taken_at": taken_at, **came_from})
 
 
 def download_export(

@@ -10,8 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 # The manifest's format, a number of its own (not the tool's version): convert writes it, verify
-# and replay refuse a manifest whose format is newer than this.
-MANIFEST_FORMAT = 1
+# and replay refuse a manifest whose format is newer than this. 2: input may say where the
+# export came from (source, scope, mode, complete: download's OUT.taken-at.json).
+MANIFEST_FORMAT = 2
 
 
 @dataclass(frozen=True)

@@ -43,7 +43,6 @@ from owui_replay.delivery_state import (
     Known,
     LineState,
     Rating,
-    content_hash,
     default_state_path,
     judge,
     rating_of,
@@ -53,7 +52,7 @@ from owui_replay.errors import ReplayError, UsageError
 from owui_replay.journal import Journal
 from owui_replay.listen_audit import DailyAudit, today
 from owui_replay.listen_server import ListenServer, Receiver
-from owui_replay.live_state import SETTLE_SECONDS, Hint, LiveState
+from owui_replay.live_state import SETTLE_SECONDS, Hint, LiveState, new_or_changed
 from owui_replay.mapping import Mapper, Skip
 from owui_replay.openwebui_live import LiveOpenWebUI, OpenWebUIDown
 from owui_replay.option_change import OptionSet, describe, differences
@@ -62,6 +61,7 @@ from owui_replay.replaying import refuse_silent_fresh_start
 from owui_replay.schemas import OPENWEBUI_SCHEMA, PORTKEY_SCHEMA, RecordValidator
 from owui_replay.secrets import Secret, clean_secret
 from owui_replay.settings import ListenSettings, ReplaySettings
+from owui_replay.withdrawal import held_and_gone, over_cap, plan_withdrawal
 from owui_replay.words import plural
 
 SECRET_FILE = "events.secret"
@@ -434,11 +434,7 @@ class Listener:
         self._recovered("openwebui")
         seen = self.live.all_seen()
         recheck = self._recheck_all
-        stale = [
-            fid
-            for fid, updated in present.items()
-            if (s := seen.get(fid)) is None or s.updated_at != updated or not s.settled or recheck
-        ]
+        stale = list(present) if recheck else new_or_changed(present, seen)
         fetched = 0
         for i in range(0, len(stale), CHUNK):
             if self.stop.is_set():
@@ -448,7 +444,7 @@ class Listener:
             self._recheck_all = False  # start; a start that accepts the change reads all again
             if not self._option_skipped:
                 self.live.set_meta("options", self.options.digest)
-        gone = sorted(k for k, s in seen.items() if k not in present and s.held)
+        gone = held_and_gone(seen, set(present))
         withdrawn = self._withdraw_missing(gone)
         summary = {
             "at": _iso(started),
@@ -475,12 +471,8 @@ class Listener:
         if not self.settings.withdraw:
             self.log(f"{len(gone)} ratings gone from Open WebUI; not withdrawn (--no-withdraw)")
             return 0
-        if len(gone) > self.settings.max_withdraw:
-            message = (
-                f"{len(gone)} ratings disappeared from Open WebUI, more than --max-withdraw "
-                f"{self.settings.max_withdraw}: none withdrawn; if the deletion was meant, "
-                "restart with a higher --max-withdraw (or --no-withdraw to keep them)"
-            )
+        message = over_cap(len(gone), self.settings.max_withdraw, "restart")
+        if message is not None:
             refusal: dict[str, Any] = {
                 "at": _iso(time.time()),
                 "would_withdraw": len(gone),
@@ -642,29 +634,15 @@ class Listener:
         if not self.settings.withdraw:
             self.log(f"{item.subject}: deleted in Open WebUI; not withdrawn (--no-withdraw)")
             return None
-        assert seen.payload is not None
-        original = rating_of(seen.payload, dumps_line(seen.payload))
-        known = self.state.lookup(original.key)
-        if known is None or not known.portkey_id:
-            if known is not None and (known.unknown or known.portkey_id == ""):
-                copies = known.unknown or 1
-                self.log(
-                    f"{item.subject}: deleted in Open WebUI, but cannot be withdrawn: Portkey "
-                    "never said which feedback holds it, so Portkey may hold up to "
-                    f"{copies} extra copies of it"
-                )
-            self.live.forget_payload(item.subject)
+        planned = plan_withdrawal(item.subject, seen, self.state, self.live, self.log)
+        if planned is None:
             return None
-        payload = withdrawn_payload(seen.payload)
-        raw = dumps_line(payload)
-        rating = Rating(original.key, original.updated_at, content_hash(payload), original.trace_id)
-        item.payload, item.rating, item.withdraw = payload, rating, True
-        if known.content == rating.content:  # withdrawn before a crash, not yet marked
-            self.live.mark_withdrawn(item.subject)
-            return None
+        item.payload, item.rating, item.withdraw = planned.payload, planned.rating, True
         item.done = False
         item.sending = item.put = True
-        return Send(self._next_line(), rating, put_id=known.portkey_id), raw
+        return Send(self._next_line(), planned.rating, put_id=planned.put_id), dumps_line(
+            planned.payload
+        )
 
     def _deliver(self, sends: list[tuple[Send, bytes]]) -> None:
         deliverer = Deliverer(
@@ -738,16 +716,6 @@ class Listener:
     def _next_line(self) -> int:
         self._lines += 1
         return self._lines
-
-
-def withdrawn_payload(payload: dict[str, Any]) -> dict[str, Any]:
-    """The same rating, weight 0 (weighted analytics ignore it), marked withdrawn."""
-    metadata = dict(payload.get("metadata") or {})
-    metadata["withdrawn"] = "true"
-    out = {key: value for key, value in payload.items() if key != "metadata"}
-    out["weight"] = 0
-    out["metadata"] = metadata
-    return out
 
 
 @dataclass

@@ -1,5 +1,5 @@
-"""What the listener keeps beside the delivery state: the hint queue, where each rating came
-from, what it last saw of it, and what it withdrew.
+"""What the listener and sync keep beside the delivery state: the hint queue, where each
+rating came from, what was last seen of it, and what was withdrawn.
 
 The tables live in the delivery state's SQLite file (one volume, one backup) but belong to
 this module alone: they are created by their own migration step (`live_format` in the
@@ -16,7 +16,11 @@ listener answers 200, even across a power loss.
   `updated_at` last fetched and when it was first seen (to tell when that whole second is
   over), the payload Portkey holds from us (to withdraw it with the same value), and when
   it was withdrawn.
-- live_meta: the format version and the last reconcile per (endpoint, source).
+- live_meta: the format version, the last reconcile per (endpoint, source), and the mapping
+  options sync's history from that source was built with (incremental.py).
+
+The listener, sync (incremental.py) and replay --withdraw-missing share live_ratings: a rating
+is one row per endpoint whichever of them delivered it last.
 """
 
 from __future__ import annotations
@@ -72,6 +76,18 @@ class Hint:
 
 
 @dataclass(frozen=True)
+class Fetched:
+    """One fetched version's outcome, to record (see LiveState.record_fetch)."""
+
+    key: str
+    updated_at: int
+    fetched: tuple[float, float]
+    payload: dict[str, Any] | None
+    keep_payload: bool
+    server_started: float | None = None
+
+
+@dataclass(frozen=True)
 class Seen:
     """What the listener last fetched of one rating."""
 
@@ -82,6 +98,16 @@ class Seen:
     held: bool  # Portkey may hold a payload from us that is not withdrawn
     withdrawn: bool
     payload: dict[str, Any] | None = None  # read by seen() only, not by all_seen()
+
+
+def new_or_changed(present: dict[str, int], seen: dict[str, Seen]) -> list[str]:
+    """The ids (in PRESENT's order: /ids is newest first) to fetch: never seen, changed since,
+    or seen within the second of their updated_at (a change in that second looks alike)."""
+    return [
+        fid
+        for fid, updated in present.items()
+        if (s := seen.get(fid)) is None or s.updated_at != updated or not s.settled
+    ]
 
 
 class LiveState:
@@ -171,25 +197,49 @@ class LiveState:
         fetched: tuple[float, float],
         payload: dict[str, Any] | None,
         keep_payload: bool,
+        server_started: float | None = None,
     ) -> None:
         """A fetched version reached its outcome. `fetched` is (started, answered) wall times;
-        `payload` is what Portkey now holds from us (keep_payload: leave the stored one)."""
-        started, answered = fetched
-        before = self.seen(key)
-        same = before is not None and before.updated_at == updated_at
-        since = before.seen_since if same and before and before.seen_since else answered
-        settled = started >= since + SETTLE_SECONDS
-        text = json.dumps(payload, ensure_ascii=False, sort_keys=True) if payload else None
+        `payload` is what Portkey now holds from us (keep_payload: leave the stored one);
+        `server_started`: a lower bound of Open WebUI's own clock when the fetch started."""
         with self._lock:
-            self._db.execute(
-                "INSERT INTO live_ratings (endpoint, rating_key, source, seen_updated_at, "
-                "seen_since, settled, payload) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) "
-                "ON CONFLICT (endpoint, rating_key) DO UPDATE SET source = ?3, "
-                "seen_updated_at = ?4, seen_since = ?5, settled = ?6, "
-                "payload = CASE WHEN ?8 THEN payload ELSE ?7 END",
-                (self.endpoint, key, self.source, updated_at, since, int(settled), text,
-                 int(keep_payload)),
-            )  # fmt: skip
+            self._record(Fetched(key, updated_at, fetched, payload, keep_payload, server_started))
+
+    def record_fetches(self, rows: list[Fetched]) -> None:
+        """Many outcomes in one transaction (a sync of a large history)."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                for row in rows:
+                    self._record(row)
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def _record(self, row: Fetched) -> None:
+        started, answered = row.fetched
+        before = self._db.execute(
+            "SELECT seen_updated_at, seen_since FROM live_ratings "
+            "WHERE endpoint = ? AND rating_key = ?",
+            (self.endpoint, row.key),
+        ).fetchone()
+        same = before is not None and before[0] == row.updated_at
+        since = before[1] if same and before[1] else answered
+        settled = started >= since + SETTLE_SECONDS or (
+            row.server_started is not None and row.server_started >= row.updated_at + 1
+        )  # the whole second of updated_at was over, on Open WebUI's clock, before the read
+        payload = row.payload
+        text = json.dumps(payload, ensure_ascii=False, sort_keys=True) if payload else None
+        self._db.execute(
+            "INSERT INTO live_ratings (endpoint, rating_key, source, seen_updated_at, "
+            "seen_since, settled, payload) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) "
+            "ON CONFLICT (endpoint, rating_key) DO UPDATE SET source = ?3, "
+            "seen_updated_at = ?4, seen_since = ?5, settled = ?6, "
+            "payload = CASE WHEN ?8 THEN payload ELSE ?7 END",
+            (self.endpoint, row.key, self.source, row.updated_at, since, int(settled), text,
+             int(row.keep_payload)),
+        )  # fmt: skip
 
     def note_sending(self, key: str, payload: dict[str, Any]) -> None:
         """Before a send leaves: Portkey may hold this payload from now on (so a deletion

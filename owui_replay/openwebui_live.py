@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import json
 import re
+import threading
+import time
 from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import requests
@@ -43,6 +46,9 @@ class LiveOpenWebUI:
 
     def __init__(self, client: OpenWebUI) -> None:
         self.client = client
+        self.bytes_read = 0  # response bodies received, for sync's --json
+        self.skew: float | None = None  # a lower bound of (Open WebUI's clock - ours), seconds
+        self._count = threading.Lock()
 
     def _call(self, method: str, path: str, body: Any = None) -> requests.Response:
         client = self.client
@@ -76,11 +82,38 @@ class LiveOpenWebUI:
             raise OpenWebUIDown(
                 f"{client.host}: {method} {path} answered HTTP {response.status_code}"
             )
+        self._note(response)
         return response
+
+    def _note(self, response: requests.Response) -> None:
+        """Count the body's bytes; tighten the clock bound from the Date header (whole seconds,
+        stamped before the answer arrived, so the server's clock was at least this far ahead)."""
+        received = time.time()
+        try:
+            date = parsedate_to_datetime(response.headers.get("Date", "")).timestamp()
+        except (TypeError, ValueError):
+            date = None
+        with self._count:
+            self.bytes_read += len(response.content)
+            if date is not None:
+                bound = date - received
+                self.skew = bound if self.skew is None else max(self.skew, bound)
+
+    def ids_if_supported(self) -> list[IdEntry] | None:
+        """/ids, or None from a server that has none (404/405 before 0.6.42, or a web page)."""
+        try:
+            response = self._call("GET", IDS_PATH)
+        except InputError:
+            return None  # an HTML 200: the web app's catch-all route
+        if response.status_code in (404, 405):
+            return None
+        return self._ids(response)
 
     def ids(self) -> list[IdEntry]:
         """Every feedback record's id and updated_at, in one response."""
-        response = self._call("GET", IDS_PATH)
+        return self._ids(self._call("GET", IDS_PATH))
+
+    def _ids(self, response: requests.Response) -> list[IdEntry]:
         if response.status_code != 200:
             raise OpenWebUIDown(
                 f"{self.client.host}: GET {IDS_PATH} answered HTTP {response.status_code}"
@@ -101,6 +134,11 @@ class LiveOpenWebUI:
 
     def record(self, feedback_id: str) -> Any | None:
         """The record as in the export, or None when the server says it does not exist."""
+        raw = self.record_bytes(feedback_id)
+        return None if raw is None else _json_bytes(raw, RECORD_PATH + feedback_id)
+
+    def record_bytes(self, feedback_id: str) -> bytes | None:
+        """The record's JSON exactly as the server sent it, or None."""
         if not FEEDBACK_ID.fullmatch(feedback_id):
             return None  # never put an odd id into a URL path; no such record can exist
         path = RECORD_PATH + feedback_id
@@ -111,7 +149,7 @@ class LiveOpenWebUI:
             raise OpenWebUIDown(
                 f"{self.client.host}: GET {path} answered HTTP {response.status_code}"
             )
-        return _json(response, path)
+        return bytes(response.content)
 
     # -- webhooks -------------------------------------------------------------------------
 
@@ -142,7 +180,11 @@ class LiveOpenWebUI:
 
 
 def _json(response: requests.Response, path: str) -> Any:
+    return _json_bytes(response.content, path)
+
+
+def _json_bytes(content: bytes, path: str) -> Any:
     try:
-        return json.loads(response.content)
+        return json.loads(content)
     except ValueError:
         raise OpenWebUIDown(f"{path}: the answer is not JSON") from None

@@ -96,6 +96,9 @@ class SyncSettings:
     dry_run: bool = False
     samples: int = DRY_RUN_SAMPLES
     accept_option_change: bool = False  # rewrite ratings whose only change is the options
+    full: bool = False  # read the whole export even when an incremental read is possible
+    max_withdraw: int = 10  # more ratings gone than this: none withdrawn, said in one line
+    withdraw: bool = True
 
     @classmethod
     def from_environment(cls, workdir: Path, **given: Any) -> SyncSettings:

@@ -16,11 +16,13 @@ runs' journals show deliveries to it (evidence.py).
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import io
 import os
 import shutil
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any
@@ -28,12 +30,15 @@ from typing import IO, Any
 from owui_replay.atomic import write_json_atomic
 from owui_replay.converting import ConvertResult, convert
 from owui_replay.delivery_state import default_state_path
-from owui_replay.download import Downloaded, OpenWebUI, download
+from owui_replay.download import Downloaded, OpenWebUI
 from owui_replay.errors import ExitCode, InputError, ReplayError
 from owui_replay.evidence import journals_under
+from owui_replay.incremental import Fetch, History, read_history, tracking_refusal
+from owui_replay.openwebui_live import LiveOpenWebUI
 from owui_replay.replaying import ReplayResult, dry_run, replay
 from owui_replay.secrets import Secret, openwebui_token, portkey_key
 from owui_replay.settings import ReplaySettings, SyncSettings
+from owui_replay.sync_source import Withdrawals, after_replay, read
 from owui_replay.verifying import verify
 
 RUNS = "runs"
@@ -64,13 +69,17 @@ class SyncResult:
     convert: ConvertResult
     replay: ReplayResult
     dry_run: bool
+    fetch: Fetch = field(default_factory=lambda: Fetch("full"))
+    withdrawals: Withdrawals = field(default_factory=Withdrawals)
 
     @property
     def sent(self) -> int:
         stats = self.replay.stats
         if stats is None:
-            return len(self.replay.plan.sends)
-        return stats.acked + stats.refused
+            return len(self.replay.plan.sends) + self.withdrawals.gone * (
+                self.withdrawals.refused is None and self.withdrawals.enabled
+            )
+        return stats.acked + stats.refused + self.withdrawals.withdrawn
 
     @property
     def exit_code(self) -> ExitCode:
@@ -95,6 +104,9 @@ class SyncResult:
             "dry_run": self.dry_run,
             "run_dir": str(self.run_dir),
             "endpoint": self.replay.plan.endpoint,
+            "mode": self.fetch.mode,
+            "openwebui": self.fetch.as_dict(),
+            "withdrawals": self.withdrawals.as_dict(),
             "download": {
                 "path": str(self.download.path),
                 "sha256": self.download.sha256,
@@ -111,9 +123,22 @@ class SyncResult:
 
     def summary(self) -> str:
         verb = "dry run" if self.dry_run else "sync"
+        read = (
+            f"fetched {self.download.records} new or changed records"
+            if self.fetch.mode == "incremental"
+            else f"downloaded {self.download.records} records"
+        )
+        gone = self.withdrawals
+        withdrew = ""
+        if gone.gone:
+            done = "would withdraw" if self.dry_run else "withdrawn"
+            count = gone.gone if self.dry_run else gone.withdrawn
+            withdrew = f"; gone from Open WebUI: {gone.gone}, {done}: {count}"
+            if gone.refused or not gone.enabled:
+                withdrew = f"; gone from Open WebUI: {gone.gone}, none withdrawn"
         return (
-            f"{verb} {self.outcome}: downloaded {self.download.records} records; "
-            f"convert: {self.convert.summary()}; replay: {self.replay.summary()}"
+            f"{verb} {self.outcome}: {read} ({self.fetch.bytes_read} bytes, {self.fetch.mode}); "
+            f"convert: {self.convert.summary()}; replay: {self.replay.summary()}{withdrew}"
         )
 
 
@@ -181,6 +206,7 @@ def sync(
     stderr = stderr or io.StringIO()
     stdout = stdout or io.StringIO()
     lock = SyncLock(settings.workdir, wait=settings.wait)
+    stack = contextlib.ExitStack()
     run_dir: Path | None = None
     replaying = replace(
         settings.replay,
@@ -190,18 +216,24 @@ def sync(
     try:
         run_dir = new_run_dir(settings.workdir, settings.dry_run)
         export = run_dir / "export.json"
+        tracking = tracking_refusal(settings.mapping, settings.user_scope)
+        history = History({}, False)
+        if tracking is None:
+            history = read_history(
+                replaying.state_file_or_default(),
+                replaying.base_url,
+                settings.openwebui_url,
+                settings.mapping,
+            )
         client = OpenWebUI(
             settings.openwebui_url,
             token,
             timeout=settings.download_timeout,
             verify=settings.verify_tls,
         )
-        try:
-            downloaded = download(
-                client, export, user_scope=settings.user_scope, stderr=stderr, progress=progress
-            )
-        finally:
-            client.close()
+        owui = LiveOpenWebUI(client)
+        stack.callback(client.close)
+        fetch, downloaded = read(settings, owui, history, tracking, export, stderr, progress)
         feedback = run_dir / "feedback.jsonl"
         converted = convert(
             str(export),
@@ -219,7 +251,22 @@ def sync(
         else:
             assert api_key is not None
             replayed = replay(feedback, replaying, api_key, stderr=stderr, progress=progress)
-        result = SyncResult(run_dir, downloaded, converted, replayed, settings.dry_run)
+        withdrawals = Withdrawals(enabled=settings.withdraw)
+        if tracking is None:
+            completed = replayed.exit_code == ExitCode.OK
+            withdrawals = after_replay(
+                settings,
+                owui,
+                fetch,
+                history,
+                feedback,
+                completed,
+                api_key,
+                _logger(stderr, progress),
+            )
+        result = SyncResult(
+            run_dir, downloaded, converted, replayed, settings.dry_run, fetch, withdrawals
+        )
         write_json_atomic(run_dir / "sync.json", result.as_dict())
         prune(settings.workdir, settings.keep, run_dir)
         return result
@@ -228,4 +275,21 @@ def sync(
             run_dir.rmdir()  # nothing was fetched: leave no empty folder behind
         raise
     finally:
+        stack.close()
         lock.release()
+
+
+def _logger(stderr: IO[str], progress: bool | None) -> Callable[[str], None]:
+    """Withdrawal lines: a refusal or --no-withdraw always (one line, even under cron); each
+    withdrawal only when the run talks."""
+
+    def log(text: str) -> None:
+        if (
+            progress is not False
+            or text.startswith(("refused:", "withdrawn"))
+            or ("not withdrawn" in text)
+        ):
+            stderr.write(f"owui-replay: sync: {text}\n")
+            stderr.flush()
+
+    return log
