@@ -433,6 +433,20 @@ def _add_replay(commands: Any) -> None:
         "%(default)s)",
     )
     _add_skip_approvals(p)
+    p.add_argument(
+        "--withdraw-missing",
+        action="store_true",
+        help="after sending, withdraw (weight 0) the ratings the state received from the same "
+        "Open WebUI that this complete admin export lacks (deleted there)",
+    )
+    p.add_argument(
+        "--max-withdraw",
+        type=_int_range(0, 10**9),
+        default=SyncSettings.max_withdraw,
+        metavar="N",
+        help="with --withdraw-missing: more than N to withdraw withdraws none and says so "
+        "(default %(default)s)",
+    )
     p.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
     p.add_argument(
         "-q",
@@ -577,7 +591,7 @@ def replay_settings(args: argparse.Namespace, **own: Any) -> ReplaySettings:
 def run_replay(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> ExitCode:
     from pathlib import Path
 
-    from owui_replay.replaying import dry_run, replay
+    from owui_replay.replaying import complete_source, dry_run, replay
     from owui_replay.secrets import load_secret
 
     settings = replay_settings(
@@ -589,27 +603,64 @@ def run_replay(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> Ex
         min_approvals=args.min_approvals,
     )
     feedback = Path(args.feedback)
+    source = complete_source(feedback, settings) if args.withdraw_missing else None
+    if source is not None:
+        from owui_replay.source_history import refuse_other_source
+
+        refuse_other_source(settings, source)
     if args.dry_run:
         result = dry_run(feedback, settings, 0 if args.json else args.samples, stdout)
+        gone = _withdraw_missing(args, feedback, settings, source, result, None, stderr)
         if not args.quiet:
-            stderr.write(f"{PROG}: dry run: {result.summary()}\n")
+            stderr.write(f"{PROG}: dry run: {result.summary()}{gone[0]}\n")
         if args.json:
-            stdout.write(json.dumps(result.as_dict(), indent=2, ensure_ascii=False) + "\n")
+            doc = {**result.as_dict(), **gone[1]}
+            stdout.write(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
         return result.exit_code
     api_key = load_secret("PORTKEY_API_KEY", args.api_key_file, "--api-key-file")
     with _sigterm_as_interrupt():
         result = replay(
             feedback, settings, api_key, stderr=stderr, progress=False if args.quiet else None
         )
+        gone = _withdraw_missing(args, feedback, settings, source, result, api_key, stderr)
     message = result.stop_message()
     if message is not None:  # an interrupted run says whether requests were left in flight
         said = "" if result.exit_code == ExitCode.INTERRUPTED else "error: "
         stderr.write(f"{PROG}: {said}{api_key.redact(message)}\n")
     if not args.quiet or result.exit_code != ExitCode.OK:
-        stderr.write(f"{PROG}: replay: {api_key.redact(result.summary())}\n")
+        stderr.write(f"{PROG}: replay: {api_key.redact(result.summary())}{gone[0]}\n")
     if args.json:
-        stdout.write(json.dumps(result.as_dict(), indent=2, ensure_ascii=False) + "\n")
+        doc = {**result.as_dict(), **gone[1]}
+        stdout.write(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
     return result.exit_code
+
+
+def _withdraw_missing(
+    args: argparse.Namespace,
+    feedback: Any,
+    settings: ReplaySettings,
+    source: str | None,
+    result: Any,
+    api_key: Any,
+    stderr: IO[str],
+) -> tuple[str, dict[str, Any]]:
+    """replay --withdraw-missing after the handoff was sent (or planned): the summary's tail
+    and the --json key."""
+    from owui_replay.source_history import Policy, withdraw_missing
+
+    if source is None:
+        return "", {}
+    policy = Policy(True, args.max_withdraw, args.dry_run, "run replay again")
+
+    def log(text: str) -> None:
+        stderr.write(f"{PROG}: replay: {text}\n")
+
+    done = withdraw_missing(
+        feedback, settings, source, policy, result.exit_code == ExitCode.OK, api_key, log
+    )
+    verb = "would withdraw" if args.dry_run else "withdrawn"
+    count = done.gone if args.dry_run and not done.refused else done.withdrawn
+    return f"; gone from {source}: {done.gone}, {verb}: {count}", {"withdrawals": done.as_dict()}
 
 
 SYNC_EPILOG = """\

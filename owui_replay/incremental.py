@@ -87,6 +87,7 @@ class Fetch:
     skew: float | None = None  # lower bound of Open WebUI's clock minus ours
     window: tuple[float, float] = (0.0, 0.0)  # when the export was read (a full read)
     bytes_read: int = 0  # response bodies from Open WebUI: /ids, records or the export
+    export_bytes: int = 0  # of them, the whole export's (a full read)
 
     def as_dict(self) -> dict[str, Any]:
         return {

@@ -190,6 +190,15 @@ class LiveState:
             ).fetchall()
         return {r[0]: Seen(r[1], r[2], r[3], bool(r[4]), bool(r[5]), bool(r[6])) for r in rows}
 
+    def other_sources(self) -> list[str]:
+        """The other Open WebUIs this endpoint received ratings from."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT DISTINCT source FROM live_ratings WHERE endpoint = ? AND source != ?",
+                (self.endpoint, self.source),
+            ).fetchall()
+        return sorted(row[0] for row in rows)
+
     def record_fetch(
         self,
         key: str,

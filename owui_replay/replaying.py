@@ -593,3 +593,31 @@ def _update(bar: Any, plan: Plan, stats: DeliveryStats) -> None:
     if done != bar.n:
         bar.update(done - bar.n)
     bar.set_postfix(ok=stats.acked, retried=stats.retried, failed=stats.refused, refresh=False)
+
+
+def complete_source(feedback: Path, settings: ReplaySettings) -> str:
+    """For --withdraw-missing: the Open WebUI this handoff is a complete admin export of, from
+    its manifest; UsageError (one line, nothing sent) when the handoff cannot say so."""
+    name = HandoffPaths.for_output(feedback).manifest
+    why = "--withdraw-missing needs a complete admin export"
+    if not settings.verify_manifest:
+        raise UsageError(f"{why} checked against its manifest: drop --no-verify")
+    try:
+        manifest = json.loads(name.read_text("utf-8"))
+        given, options = manifest["input"], manifest["options"]
+        source = given.get("source")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        raise UsageError(f"{name}: no readable manifest; {why}") from None
+    if not isinstance(source, str):
+        raise UsageError(
+            f"{name}: does not say which Open WebUI the export came from (an export "
+            f"owui-replay download did not write, or an older one's); {why}"
+        )
+    if given.get("scope") != "admin":
+        raise UsageError(f"{name}: a --user-scope download holds one user's ratings; {why}")
+    if given.get("complete") is not True:
+        raise UsageError(f"{name}: an incremental read holds only what changed; {why}")
+    for option in ("since", "until"):
+        if isinstance(options, dict) and options.get(option) is not None:
+            raise UsageError(f"{name}: converted with --{option}, so it holds part; {why}")
+    return source

@@ -38,7 +38,7 @@ from owui_replay.openwebui_live import LiveOpenWebUI
 from owui_replay.replaying import ReplayResult, dry_run, replay
 from owui_replay.secrets import Secret, openwebui_token, portkey_key
 from owui_replay.settings import ReplaySettings, SyncSettings
-from owui_replay.sync_source import Withdrawals, after_replay, read
+from owui_replay.source_history import Withdrawals, after_replay, read
 from owui_replay.verifying import verify
 
 RUNS = "runs"
@@ -264,6 +264,7 @@ def sync(
                 api_key,
                 _logger(stderr, progress),
             )
+            fetch.bytes_read = owui.bytes_read + fetch.export_bytes  # with the 404 checks
         result = SyncResult(
             run_dir, downloaded, converted, replayed, settings.dry_run, fetch, withdrawals
         )
