@@ -439,13 +439,10 @@ def _add_replay(commands: Any) -> None:
         help="after sending, withdraw (weight 0) the ratings the state received from the same "
         "Open WebUI that this complete admin export lacks (deleted there)",
     )
-    p.add_argument(
-        "--max-withdraw",
-        type=_int_range(0, 10**9),
-        default=SyncSettings.max_withdraw,
-        metavar="N",
-        help="with --withdraw-missing: more than N to withdraw withdraws none and says so "
-        "(default %(default)s)",
+    _add_max_withdraw(
+        p,
+        SyncSettings.max_withdraw,
+        "with --withdraw-missing: more than N to withdraw withdraws none and says so",
     )
     p.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
     p.add_argument(
@@ -684,6 +681,17 @@ delivered version (--accept-option-change sends them, once).
 """
 
 
+def _add_max_withdraw(p: argparse.ArgumentParser, default: int, what: str) -> None:
+    """--max-withdraw for sync, replay and listen: the cap on withdrawals at once."""
+    p.add_argument(
+        "--max-withdraw",
+        type=_int_range(0, 10**9),
+        default=default,
+        metavar="N",
+        help=f"{what} (default %(default)s)",
+    )
+
+
 def _add_sync(commands: Any) -> None:
     p = commands.add_parser(
         "sync",
@@ -736,13 +744,10 @@ def _add_sync(commands: Any) -> None:
         help="download the whole export even when only the new and changed records could be "
         "fetched (Open WebUI 0.6.42+ lists /ids)",
     )
-    p.add_argument(
-        "--max-withdraw",
-        type=_int_range(0, 10**9),
-        default=SyncSettings.max_withdraw,
-        metavar="N",
-        help="a run that finds more than N ratings deleted in Open WebUI withdraws none and "
-        "says so (default %(default)s)",
+    _add_max_withdraw(
+        p,
+        SyncSettings.max_withdraw,
+        "a run that finds more than N ratings deleted in Open WebUI withdraws none and says so",
     )
     p.add_argument(
         "--no-withdraw",
@@ -917,13 +922,11 @@ def _add_listen(commands: Any) -> None:
         metavar="DURATION",
         help="compare with Open WebUI's /ids list this often, e.g. 90s, 10m (default 10m)",
     )
-    p.add_argument(
-        "--max-withdraw",
-        type=_int_range(0, 10**9),
-        default=ListenSettings.max_withdraw,
-        metavar="N",
-        help="a deleted_all event or a reconcile that would withdraw more than N ratings "
-        "withdraws none and says so (default %(default)s)",
+    _add_max_withdraw(
+        p,
+        ListenSettings.max_withdraw,
+        "a deleted_all event or a reconcile that would withdraw more than N ratings withdraws "
+        "none and says so",
     )
     p.add_argument(
         "--no-withdraw",

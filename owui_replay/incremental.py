@@ -97,6 +97,7 @@ class Fetch:
             "fetched": len(self.times) if self.mode == "incremental" else None,
             "deleted_while_fetching": len(self.missing),
             "bytes_read": self.bytes_read,
+            "export_bytes": self.export_bytes,
         }
 
 

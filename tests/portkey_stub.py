@@ -9,6 +9,7 @@ misbehave: latency, 429 (with or without Retry-After), 5xx, 401,
 
 from __future__ import annotations
 
+import copy
 import json
 import ssl
 import threading
@@ -79,6 +80,17 @@ class StubState:
             return Counter(
                 (p.get("metadata") or {}).get("feedback_id", p["trace_id"]) for _, p in self.stored
             )
+
+    def holdings(self) -> dict[str, list[dict[str, Any]]]:
+        """What Portkey holds per feedback id: each stored copy with its PUTs applied."""
+        with self.lock:
+            copies = {pid: copy.deepcopy(p) for pid, p in self.stored}
+            for pid, body in self.updates:
+                copies[pid].update(body)
+        out: dict[str, list[dict[str, Any]]] = {}
+        for item in copies.values():
+            out.setdefault(item["metadata"]["feedback_id"], []).append(item)
+        return out
 
     def take_fault(self) -> Fault | None:
         with self.lock:

@@ -4,7 +4,6 @@ stand-in without /ids, and the Portkey stand-in. Bytes are counted by the stand-
 
 from __future__ import annotations
 
-import copy
 import json
 import time
 from collections.abc import Iterator
@@ -59,23 +58,10 @@ def sync(workdir: Path, *args: str) -> Run:
     return run_cli("sync", "--workdir", str(workdir), "--json", *args)
 
 
-def holds(pk: StubServer) -> dict[str, list[dict[str, Any]]]:
-    """What Portkey holds per feedback id: each stored copy with its PUTs applied."""
-    state = pk.state
-    with state.lock:
-        copies = {pid: copy.deepcopy(p) for pid, p in state.stored}
-        for pid, body in state.updates:
-            copies[pid].update(body)
-    out: dict[str, list[dict[str, Any]]] = {}
-    for item in copies.values():
-        out.setdefault(item["metadata"]["feedback_id"], []).append(item)
-    return out
-
-
 def assert_mirrors(pk: StubServer, current: dict[str, Any], deleted: set[str]) -> None:
     """Portkey holds one copy of every current rating with its value, and every deleted one
     withdrawn (weight 0, metadata.withdrawn)."""
-    held = holds(pk)
+    held = pk.state.holdings()
     assert set(held) == set(current) | deleted
     for fid, copies in held.items():
         assert len(copies) == 1, fid
@@ -157,7 +143,7 @@ def test_a_mass_deletion_over_the_cap_withdraws_nothing_and_says_so(tmp_path: Pa
         meant = sync(work, "--max-withdraw", "12")
         assert meant.code == ExitCode.OK, meant.stderr
         assert json.loads(meant.stdout)["withdrawals"]["withdrawn"] == 12
-        deleted = set(holds(pk)) - set(owui.current())
+        deleted = set(pk.state.holdings()) - set(owui.current())
         assert len(deleted) == 12
         assert_mirrors(pk, owui.current(), deleted)
 

@@ -64,16 +64,7 @@ class Mirror:
         return answer.status_code, answer.json()
 
     def holds(self) -> dict[str, list[dict[str, Any]]]:
-        """What Portkey holds per feedback id: each stored copy with its PUTs applied."""
-        state = self.portkey.state
-        with state.lock:
-            copies = {fid: copy.deepcopy(p) for fid, p in state.stored}
-            for fid, body in state.updates:
-                copies[fid].update(body)
-        out: dict[str, list[dict[str, Any]]] = {}
-        for item in copies.values():
-            out.setdefault(item["metadata"]["feedback_id"], []).append(item)
-        return out
+        return self.portkey.state.holdings()
 
 
 def settings_for(tmp: Path, owui: LiveServer, pk: StubServer, **extra: Any) -> ListenSettings:
