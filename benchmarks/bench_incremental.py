@@ -5,10 +5,10 @@
 
 An Open WebUI stand-in in this process (loopback only) holds RECORDS ratings shaped like the real
 0.12.4 records (a real record's snapshot padded to about SNAPSHOT_KB per record; the `small`
-shape keeps ~1 KB snapshots), generated on the fly from a template: nothing of that size is
-stored. It serves /feedbacks/all/ids (one-second updated_at, newest first), /feedback/{id} (404
-once deleted) and /feedbacks/all/export (streamed, the whole array), and counts the bytes each
-route sends. The Portkey stand-in from tests/ runs in this process too; `owui-replay sync` runs
+shape is that real record unpadded, ~6 KB), generated on the fly from a template: nothing of
+that size is stored. It serves /feedbacks/all/ids (one-second updated_at, newest first),
+/feedback/{id} (404 once deleted) and /feedbacks/all/export (streamed, the whole array), and
+counts the bytes each route sends. The Portkey stand-in from tests/ runs in this process too; `owui-replay sync` runs
 as its own process, as cron runs it.
 
 Per shape: one first sync loads the history (sends every rating: reported, not compared).
@@ -51,6 +51,7 @@ from tests.portkey_stub import API_KEY, portkey_stub  # noqa: E402
 IDS = "/api/v1/evaluations/feedbacks/all/ids"
 RECORD = "/api/v1/evaluations/feedback/"
 EXPORT = "/api/v1/evaluations/feedbacks/all/export"
+USER = "60a532f8-7184-4447-8963-d47880fcc82c"  # a real-length user id: /ids is ~140 bytes a row
 
 
 def template(snapshot_kb: float) -> bytes:
@@ -98,7 +99,7 @@ class History:
     def ids(self) -> bytes:
         with self.lock:
             rows = [
-                {"id": fid, "user_id": "u", "created_at": c, "updated_at": u}
+                {"id": fid, "user_id": USER, "created_at": c, "updated_at": u}
                 for fid, (c, u, _r) in self.rows.items()
             ]
         rows.sort(key=lambda r: -r["updated_at"])
