@@ -8,8 +8,8 @@ An Open WebUI stand-in in this process (loopback only) holds RECORDS ratings sha
 shape is that real record unpadded, ~6 KB), generated on the fly from a template: nothing of
 that size is stored. It serves /feedbacks/all/ids (one-second updated_at, newest first),
 /feedback/{id} (404 once deleted) and /feedbacks/all/export (streamed, the whole array), and
-counts the bytes each route sends. The Portkey stand-in from tests/ runs in this process too; `owui-replay sync` runs
-as its own process, as cron runs it.
+counts the bytes each route sends. The Portkey stand-in from tests/ runs in this process too;
+`owui-replay sync` runs as its own process, as cron runs it.
 
 Per shape: one first sync loads the history (sends every rating: reported, not compared).
 Then, per round, 10 changes (3 created, 4 flipped, 3 deleted) before each of two timed runs,
