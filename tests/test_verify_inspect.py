@@ -164,7 +164,7 @@ def test_a_manifest_from_another_version_fails_unless_accepted(tmp_path: Path) -
     assert accepted.code == ExitCode.OK, accepted.stdout
 
 
-@pytest.mark.parametrize("fmt", [2, 0, "1", None])
+@pytest.mark.parametrize("fmt", [3, 0, "1", None])
 def test_a_manifest_format_this_version_does_not_read_is_refused_by_number(
     tmp_path: Path, fmt: object
 ) -> None:
@@ -173,7 +173,7 @@ def test_a_manifest_format_this_version_does_not_read_is_refused_by_number(
     refused = run_cli("verify", str(out), "--accept-other-version")
     assert refused.code == ExitCode.MISMATCH
     assert "FAIL  manifest is well-formed" in refused.stdout
-    assert "this owui-replay reads formats 1 to 1" in refused.stdout
+    assert "this owui-replay reads formats 1 to 2" in refused.stdout
 
 
 def test_a_handoff_with_superseded_ratings_reproduces(tmp_path: Path) -> None:
