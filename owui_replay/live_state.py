@@ -31,7 +31,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from owui_replay.errors import InputError
 
@@ -87,9 +87,8 @@ class Fetched:
     server_started: float | None = None
 
 
-@dataclass(frozen=True)
-class Seen:
-    """What the listener last fetched of one rating."""
+class Seen(NamedTuple):
+    """What was last fetched of one rating (a tuple: a history of 100,000 is built per run)."""
 
     source: str
     updated_at: int | None

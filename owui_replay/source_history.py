@@ -155,7 +155,8 @@ def after_replay(
         )  # fmt: skip
     return keep_and_withdraw(
         settings.replay, settings.openwebui_url, policy, fetch, feedback, completed, api_key,
-        log, owui=owui, mark=fingerprint(settings.mapping),
+        log, seen=history.seen if history.usable else None, owui=owui,
+        mark=fingerprint(settings.mapping),
     )  # fmt: skip
 
 
@@ -174,8 +175,8 @@ def keep_and_withdraw(
     mark: str | None = None,
 ) -> Withdrawals:
     """Record the handoff's outcomes under SOURCE, then withdraw what the complete read lacks.
-    A dry run passes SEEN (what the state held before) and changes nothing. OWUI: confirm an
-    absence from /ids by a 404. MARK: the history fingerprint to store (sync only)."""
+    SEEN: what the state held before the run, if already read (a dry run changes nothing).
+    OWUI: confirm an absence from /ids by a 404. MARK: the history fingerprint (sync only)."""
     handoff = HandoffPaths.for_output(feedback)
     out = Withdrawals(enabled=policy.withdraw)
     if policy.dry_run:
@@ -193,7 +194,8 @@ def keep_and_withdraw(
             out.recorded = len(recorded.ids)
             if not completed:
                 return out  # Portkey stopped the run: withdraw on a run that reaches its end
-            gone = held_and_gone(live.all_seen(), _present(fetch, recorded.ids))
+            # what this run recorded is present; withdraw() checks each row again
+            gone = held_and_gone(seen or live.all_seen(), _present(fetch, recorded.ids))
             if _decide(policy, out, gone, log, verb="withdrawing"):
                 if owui is not None and fetch.mode == "incremental":  # confirm by a 404
                     gone = [g for g in gone if g in fetch.missing or owui.record(g) is None]
