@@ -81,7 +81,8 @@ def test_a_rating_changed_in_openwebui_is_sent_and_counted_apart_from_option_cha
         later[0]["data"]["rating"] = -later[0]["data"]["rating"]  # changed in Open WebUI
         later[0]["updated_at"] += 600
         serve(export, [later[0], later[2]])
-        alone = sync(workdir, "--json")  # changed there, and the options changed too: sent
+        # changed there, and the options changed too: sent (record 1 is away, not deleted)
+        alone = sync(workdir, "--json", "--no-withdraw")
         later[0]["data"]["rating"] = -later[0]["data"]["rating"]  # changed again
         later[0]["updated_at"] += 600
         serve(export, later)  # and record 1, which only the options would change, is back
