@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import gzip
 import json
 import os
 import random
@@ -142,11 +143,17 @@ class Handler(BaseHTTPRequestHandler):
         return self._send(404, b'{"detail": "Not Found"}', "other")
 
     def _send(self, status: int, body: bytes, route: str) -> None:
+        """Gzipped whole for a client that accepts it, from 500 bytes (Open WebUI's middleware)."""
+        gzipped = len(body) >= 500 and "gzip" in self.headers.get("Accept-Encoding", "")
+        if gzipped:
+            body = gzip.compress(body, compresslevel=4)
         with self.server.history.lock:
             self.server.history.served[route] += len(body)
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
+        if gzipped:
+            self.send_header("Content-Encoding", "gzip")
         self.end_headers()
         self.wfile.write(body)
 
@@ -267,7 +274,8 @@ def main() -> None:
         inc_mb = spread([b / 1e6 for b in r["inc_b"]], "{:.2f}")
         full_mb = spread([b / 1e6 for b in r["full_b"]], "{:.0f}")
         print(
-            f"{shape} ({args.records} ratings, {sizes[shape]:g} KB snapshots): "
+            f"{shape} ({args.records} ratings, ~{r['full_b'][0] / args.records / 1024:.1f} KB "
+            "a record): "
             f"incremental {spread(r['inc_s'], '{:.2f}')} s, {inc_mb} MB; "
             f"full {spread(r['full_s'], '{:.1f}')} s, {full_mb} MB; "
             f"bytes {spread([100 * x for x in ratio_b], '{:.3f}')} % (goal < 1 %), "

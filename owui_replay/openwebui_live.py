@@ -52,7 +52,9 @@ class LiveOpenWebUI:
 
     def _call(self, method: str, path: str, body: Any = None) -> requests.Response:
         client = self.client
-        headers = {"Authorization": f"Bearer {client.token.reveal()}"}
+        # Open WebUI compresses any answer over ~500 bytes for a client that accepts it: /ids
+        # is a few MB of ids and times for a large history, a third of that compressed
+        headers = {"Authorization": f"Bearer {client.token.reveal()}", "Accept-Encoding": "gzip"}
         try:
             response = client.session.request(
                 method,
@@ -86,7 +88,8 @@ class LiveOpenWebUI:
         return response
 
     def _note(self, response: requests.Response) -> None:
-        """Count the body's bytes; tighten the clock bound from the Date header (whole seconds,
+        """Count the body's bytes as they came over the wire (compressed, when they were);
+        tighten the clock bound from the Date header (whole seconds,
         stamped before the answer arrived, so the server's clock was at least this far ahead)."""
         received = time.time()
         try:
@@ -94,7 +97,7 @@ class LiveOpenWebUI:
         except (TypeError, ValueError):
             date = None
         with self._count:
-            self.bytes_read += len(response.content)
+            self.bytes_read += _wire_bytes(response)
             if date is not None:
                 bound = date - received
                 self.skew = bound if self.skew is None else max(self.skew, bound)
@@ -188,3 +191,11 @@ def _json_bytes(content: bytes, path: str) -> Any:
         return json.loads(content)
     except ValueError:
         raise OpenWebUIDown(f"{path}: the answer is not JSON") from None
+
+
+def _wire_bytes(response: requests.Response) -> int:
+    """The body's size as received: urllib3 counts the raw (still compressed) bytes it read."""
+    body = response.content  # read it all first
+    raw = getattr(response.raw, "tell", None)
+    counted = raw() if callable(raw) else None
+    return counted if isinstance(counted, int) and counted > 0 else len(body)

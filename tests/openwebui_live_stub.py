@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import fnmatch
+import gzip
 import json
 import random
 import threading
@@ -40,6 +41,7 @@ IDS = "/api/v1/evaluations/feedbacks/all/ids"
 RECORD = "/api/v1/evaluations/feedback/"
 EXPORT = "/api/v1/evaluations/feedbacks/all/export"
 WEBHOOKS = "/api/events/webhooks"
+MIN_COMPRESSED = 500  # starlette-compress's minimum_size, which Open WebUI keeps
 NOT_FOUND = "We could not find what you're looking for :/"
 INSTANCE_ID = "c30a7d01-564e-4bfe-a245-23fc3c018a6c"
 ACTOR = {
@@ -269,11 +271,19 @@ class Handler(BaseHTTPRequestHandler):
         self._send(status, json.dumps(body).encode(), "application/json", route)
 
     def _send(self, status: int, data: bytes, content_type: str, route: str) -> None:
+        """As Open WebUI's compression middleware does: a body of 500 bytes or more is gzipped
+        whole for a client that accepts gzip (the bytes counted are those sent)."""
+        gzipped = len(data) >= MIN_COMPRESSED and "gzip" in self.headers.get("Accept-Encoding", "")
+        if gzipped:
+            data = gzip.compress(data, compresslevel=4)
         with self.owui.lock:
             self.owui.bytes_served[route] += len(data)
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data)))
+        self.send_header("Vary", "Accept-Encoding")
+        if gzipped:
+            self.send_header("Content-Encoding", "gzip")
         self.end_headers()
         self.wfile.write(data)
 
