@@ -21,6 +21,7 @@ from owui_replay.mapping import (
     MappingOptions,
     template_fields,
 )
+from owui_replay.option_names import naming
 from owui_replay.settings import (
     DOWNLOAD_TIMEOUT,
     DRY_RUN_SAMPLES,
@@ -614,7 +615,7 @@ def run_replay(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> Ex
             doc = {**result.as_dict(), **gone[1]}
             stdout.write(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
         return result.exit_code
-    api_key = load_secret("PORTKEY_API_KEY", args.api_key_file, "--api-key-file")
+    api_key = load_secret("PORTKEY_API_KEY", args.api_key_file, "api_key_file")
     with _sigterm_as_interrupt():
         result = replay(
             feedback, settings, api_key, stderr=stderr, progress=False if args.quiet else None
@@ -777,10 +778,10 @@ def run_sync(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> Exit
     from owui_replay.syncing import sync
 
     settings = _sync_settings(args)
-    token = load_secret("OPENWEBUI_TOKEN", args.token_file, "--token-file")
+    token = load_secret("OPENWEBUI_TOKEN", args.token_file, "token_file")
     api_key = None
     if not args.dry_run:
-        api_key = load_secret("PORTKEY_API_KEY", args.api_key_file, "--api-key-file")
+        api_key = load_secret("PORTKEY_API_KEY", args.api_key_file, "api_key_file")
     talk = args.verbose or (not args.quiet and is_terminal(stderr))
     try:
         with _sigterm_as_interrupt():
@@ -1005,8 +1006,8 @@ def run_listen(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> Ex
         verify_tls=args.ca_bundle or True,
         accept_option_change=args.accept_option_change,
     )
-    token = load_secret("OPENWEBUI_TOKEN", args.token_file, "--token-file")
-    api_key = load_secret("PORTKEY_API_KEY", args.api_key_file, "--api-key-file")
+    token = load_secret("OPENWEBUI_TOKEN", args.token_file, "token_file")
+    api_key = load_secret("PORTKEY_API_KEY", args.api_key_file, "api_key_file")
 
     def log(text: str) -> None:
         if not args.quiet:
@@ -1607,13 +1608,39 @@ def _execute(
     with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
         args = parser.parse_args(words)  # --help and --version print here
     parsed.append(args)
-    _refuse_a_mix_up(args)
-    _configure(parser, args, words, config_file, stderr)
-    if getattr(args, "ca_bundle", None):  # a usage error before anything else happens
-        from owui_replay.http_session import checked_ca_bundle
+    with naming(flag_namer(subcommand_parsers(parser)[args.command], args.command)):
+        _refuse_a_mix_up(args)
+        _configure(parser, args, words, config_file, stderr)
+        if getattr(args, "ca_bundle", None):  # a usage error before anything else happens
+            from owui_replay.http_session import checked_ca_bundle
 
-        checked_ca_bundle(args.ca_bundle)
-    return int(args.handler(args, stdout, stderr))
+            checked_ca_bundle(args.ca_bundle)
+        return int(args.handler(args, stdout, stderr))
+
+
+# A setting whose option has another dest than its key (option_names.py), per command.
+_DESTS: dict[str, dict[str, str | None]] = {
+    "": {"portkey_url": "base_url", "portkey_timeout": "timeout"},
+    "download": {"openwebui_timeout": "timeout", "portkey_timeout": None},
+    "sync": {"openwebui_timeout": "download_timeout"},
+}
+
+
+def flag_namer(sub: argparse.ArgumentParser, command: str) -> Callable[[str], str | None]:
+    """The library names a setting by its key; under COMMAND it is the flag COMMAND
+    registered for it (its first long spelling), or None if it has none."""
+    flags = {
+        action.dest: next(o for o in action.option_strings if o.startswith("--"))
+        for action in sub._actions
+        if any(o.startswith("--") for o in action.option_strings)
+    }
+
+    def name(key: str) -> str | None:
+        own = _DESTS.get(command, {})
+        dest = own[key] if key in own else _DESTS[""].get(key, key)
+        return flags.get(dest) if dest else None
+
+    return name
 
 
 # The file each command reads, and the kind it must be (file_kinds.py).

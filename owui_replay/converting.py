@@ -28,6 +28,7 @@ from owui_replay.errors import ExitCode, InputError, ReplayError, UsageError
 from owui_replay.export_reader import ExportStream, open_export
 from owui_replay.handoff import MANIFEST_FORMAT, HandoffPaths
 from owui_replay.mapping import Mapper, MappingOptions, Skip
+from owui_replay.option_names import option
 from owui_replay.progress import byte_bar
 from owui_replay.schemas import OPENWEBUI_SCHEMA, PORTKEY_SCHEMA, RecordValidator, schema_version
 from owui_replay.words import plural
@@ -403,11 +404,11 @@ def _empty_message(stream: ExportStream) -> str:
         hint = " (a page past the end?)" if stream.page_total else ""
         return (
             f"{stream.name}: the page has no items{total}{hint}; nothing to convert "
-            "(--allow-empty accepts it)"
+            f"({option('allow_empty')} accepts it)"
         )
     return (
         f"{stream.name}: the export is an empty array; nothing to convert "
-        "(--allow-empty accepts it)"
+        f"({option('allow_empty')} accepts it)"
     )
 
 

@@ -38,6 +38,7 @@ from owui_replay.backoff import RETRY_STATUSES, backoff_delay, parse_retry_after
 from owui_replay.delivery_state import DeliveryState, Rating
 from owui_replay.errors import ExitCode
 from owui_replay.journal import Journal
+from owui_replay.option_names import option
 from owui_replay.portkey_client import PortkeyClient, Reply, is_portkey_error
 from owui_replay.ratelimit import RateLimiter
 from owui_replay.settings import DeliveryOptions
@@ -83,20 +84,20 @@ def stop_outcome(reason: StopReason, detail: str, endpoint: str) -> tuple[ExitCo
         hint = (
             "the URL should start with http://"
             if "does not speak TLS" in detail
-            else "if Portkey sits behind a private CA, pass --ca-bundle PATH"
+            else f"if Portkey sits behind a private CA, pass {option('ca_bundle', 'PATH')}"
         )
         return ExitCode.DELIVERY_FAILED, f"{detail}; stopped: {hint}."
     if reason is StopReason.UNREACHABLE:
         return ExitCode.NETWORK, (
             f"{endpoint}: {detail}; stopped at once, nothing was sent. Check the URL "
-            "(--portkey-url, $PORTKEY_BASE_URL) and the network."
+            f"({option('portkey_url')}, $PORTKEY_BASE_URL) and the network."
         )
     if reason is StopReason.WRONG_URL:
         suggestion = suggested_base(endpoint)
         hint = (
-            f"; the base URL should end in /v1, e.g. --portkey-url {suggestion}"
+            f"; the base URL should end in /v1, e.g. {option('portkey_url', suggestion)}"
             if suggestion != endpoint
-            else "; check --portkey-url (Portkey's is https://api.portkey.ai/v1)"
+            else f"; check {option('portkey_url')} (Portkey's is https://api.portkey.ai/v1)"
         )
         return ExitCode.ENDPOINT, (
             f"{detail}: that is not Portkey's feedback API{hint}. Stopped; no line was used up."
@@ -104,7 +105,7 @@ def stop_outcome(reason: StopReason, detail: str, endpoint: str) -> tuple[ExitCo
     if reason is StopReason.REDIRECT:
         return ExitCode.ENDPOINT, (
             f"{detail}; redirects are not followed (the key goes to no other host). Stopped; "
-            "no line was used up: pass the final URL as --portkey-url."
+            f"no line was used up: pass the final URL as {option('portkey_url')}."
         )
     if reason is StopReason.GAVE_UP:
         return ExitCode.DELIVERY_FAILED, f"{detail}; stopped. Run again to resume."

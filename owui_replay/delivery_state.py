@@ -45,6 +45,7 @@ from typing import Any
 
 from owui_replay.atomic import fsync_dir, partial_path
 from owui_replay.errors import ExitCode, ReplayError, StateError
+from owui_replay.option_names import command_option
 
 # `listen` keeps its own tables in the same file, created and versioned by live_state.py
 LISTENER_TABLES = frozenset({"live_meta", "live_hints", "live_ratings"})
@@ -533,7 +534,9 @@ def state_failure(path: Path, doing: str, exc: BaseException) -> StateError:
     elif path.parent.is_dir() and not os.access(path.parent, os.W_OK):
         hint = f"; its folder {path.parent} is read-only (SQLite writes -wal and -shm there)"
     elif "malformed" in text or "not a database" in text:
-        hint = "; the file is damaged: restore a copy (owui-replay state --backup makes one)"
+        hint = (
+            f"; the file is damaged: restore a copy ({command_option('state', 'backup')} makes one)"
+        )
     elif "disk is full" in text or "disk i/o" in text or "no space" in text:
         hint = "; is the disk full?"
     elif "unable to open" in text:

@@ -32,6 +32,7 @@ from owui_replay.atomic import (
 from owui_replay.errors import ExitCode, InputError, ReplayError
 from owui_replay.http_session import checked_ca_bundle, session_for
 from owui_replay.net_words import in_words
+from owui_replay.option_names import option
 from owui_replay.progress import byte_bar
 from owui_replay.secrets import Secret, openwebui_token
 from owui_replay.settings import DOWNLOAD_TIMEOUT
@@ -142,8 +143,8 @@ class OpenWebUI:
             found = re.search(r"\[SSL: ([A-Z_]+)\] ([^'\")(]+)", str(exc))
             why = f"{found.group(1)}: {found.group(2).strip()}" if found else _reason(exc)
             raise NetworkError(
-                f"{self.host}: TLS verification failed ({why}); pass --ca-bundle PATH for a "
-                "private CA"
+                f"{self.host}: TLS verification failed ({why}); pass "
+                f"{option('ca_bundle', 'PATH')} for a private CA"
             ) from None
         except requests.exceptions.RequestException as exc:
             raise NetworkError(
@@ -170,7 +171,8 @@ class OpenWebUI:
             )  # fmt: skip
             return (
                 f"Open WebUI refused the admin export (HTTP {status}){said}: {whose}; use an "
-                "admin account's token or API key, or --user-scope to download your own ratings"
+                f"admin account's token or API key, or {option('user_scope')} to download your own "
+                "ratings"
             )
         return f"Open WebUI refused the token (HTTP {status}){said}"
 

@@ -19,6 +19,7 @@ from typing import Any
 
 from owui_replay.errors import ExitCode, InputError
 from owui_replay.handoff import HandoffPaths
+from owui_replay.option_names import option
 from owui_replay.schemas import PORTKEY_SCHEMA, RecordValidator
 
 
@@ -109,7 +110,7 @@ def check_manifest(feedback: FeedbackFile) -> dict[str, Any] | None:
             f"{feedback.path} does not match {manifest_path.name} (sha256 "
             f"{feedback.sha256[:12]}… for {feedback.lines} lines, manifest says "
             f"{str(expected.get('sha256'))[:12]}… for {expected.get('lines')}): the file changed "
-            "after convert; re-run convert, or pass --no-verify to send it anyway",
+            f"after convert; re-run convert, or pass {option('no_verify')} to send it anyway",
             ExitCode.MISMATCH,
         )
     return manifest

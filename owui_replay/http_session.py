@@ -21,6 +21,7 @@ import requests
 from requests.utils import get_environ_proxies, select_proxy
 
 from owui_replay.errors import UsageError
+from owui_replay.option_names import option
 from owui_replay.urls import is_loopback
 
 
@@ -70,11 +71,14 @@ def checked_ca_bundle(path: str | None) -> str | None:
         else:
             ssl.create_default_context(cafile=path)
     except FileNotFoundError:
-        raise UsageError(f"--ca-bundle {path}: no such file") from None
+        raise UsageError(f"{option('ca_bundle', path)}: no such file") from None
     except ssl.SSLError as exc:
         raise UsageError(
-            f"--ca-bundle {path}: not a PEM bundle of CA certificates ({exc.reason or exc})"
+            f"{option('ca_bundle', path)}: not a PEM bundle of CA certificates "
+            f"({exc.reason or exc})"
         ) from None
     except OSError as exc:
-        raise UsageError(f"--ca-bundle {path}: cannot read: {exc.strerror or exc}") from None
+        raise UsageError(
+            f"{option('ca_bundle', path)}: cannot read: {exc.strerror or exc}"
+        ) from None
     return path

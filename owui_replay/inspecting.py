@@ -9,6 +9,7 @@ from typing import Any
 
 from owui_replay.export_reader import open_export
 from owui_replay.mapping import parse_rating
+from owui_replay.option_names import option
 from owui_replay.schemas import OPENWEBUI_SCHEMA, RecordValidator
 
 
@@ -82,7 +83,9 @@ class ExportStats:
             width = max((len(k) for k, _ in shown), default=0)
             lines += [f"  {k:<{width}}  {v:>8}" for k, v in shown]
             if len(rows) > top:
-                lines.append(f"  … {len(rows) - top} more (--top, or --json for all)")
+                lines.append(
+                    f"  … {len(rows) - top} more ({option('top')}, or {option('json')} for all)"
+                )
         return "\n".join(lines) + "\n"
 
 

@@ -56,6 +56,7 @@ from owui_replay.live_state import SETTLE_SECONDS, Hint, LiveState, new_or_chang
 from owui_replay.mapping import Mapper, Skip
 from owui_replay.openwebui_live import LiveOpenWebUI, OpenWebUIDown
 from owui_replay.option_change import OptionSet, describe, differences
+from owui_replay.option_names import command_option, option
 from owui_replay.portkey_client import PortkeyClient
 from owui_replay.replaying import refuse_silent_fresh_start
 from owui_replay.schemas import OPENWEBUI_SCHEMA, PORTKEY_SCHEMA, RecordValidator
@@ -97,8 +98,10 @@ def load_events_secret(settings: ListenSettings) -> tuple[Secret, str]:
         try:
             text = settings.secret_file.read_text("utf-8")
         except OSError as exc:
-            raise UsageError(f"--secret-file {settings.secret_file}: {exc.strerror}") from None
-        value = clean_secret(text, f"--secret-file {settings.secret_file}")
+            raise UsageError(
+                f"{option('secret_file', settings.secret_file)}: {exc.strerror}"
+            ) from None
+        value = clean_secret(text, option("secret_file", settings.secret_file))
         return _checked_secret(value, str(settings.secret_file)), str(settings.secret_file)
     if os.environ.get(SECRET_ENV):
         value = clean_secret(os.environ[SECRET_ENV], SECRET_ENV)
@@ -390,7 +393,9 @@ class Listener:
         """Seal finished audit days; register the webhook until that has worked once."""
         if self._audit_day != today():
             for folder in self.audit.seal_finished_days():
-                self.log(f"audit: sealed {folder} (verify it with verify --export)")
+                self.log(
+                    f"audit: sealed {folder} (check it with {command_option('verify', 'export')})"
+                )
             self._audit_day = today()
         if self.settings.register and not self.registered:  # retried like any call
             outcome = self.register()
@@ -469,7 +474,9 @@ class Listener:
                 self.health.refusal = None
             return 0
         if not self.settings.withdraw:
-            self.log(f"{len(gone)} ratings gone from Open WebUI; not withdrawn (--no-withdraw)")
+            self.log(
+                f"{len(gone)} ratings gone from Open WebUI; not withdrawn ({option('no_withdraw')})"
+            )
             return 0
         message = over_cap(len(gone), self.settings.max_withdraw, "restart")
         if message is not None:
@@ -579,7 +586,7 @@ class Listener:
         if verdict is LineState.UNCERTAIN:
             assert known is not None
             if self.replay.uncertain == "skip":
-                self.log(f"{item.subject}: uncertain skipped (--uncertain skip)")
+                self.log(f"{item.subject}: uncertain skipped ({option('uncertain', 'skip')})")
                 item.done = True
                 return False
             self.log(
@@ -632,7 +639,9 @@ class Listener:
         if seen is None or seen.source != self.source or not seen.held:
             return None  # never received from this Open WebUI, or already withdrawn
         if not self.settings.withdraw:
-            self.log(f"{item.subject}: deleted in Open WebUI; not withdrawn (--no-withdraw)")
+            self.log(
+                f"{item.subject}: deleted in Open WebUI; not withdrawn ({option('no_withdraw')})"
+            )
             return None
         planned = plan_withdrawal(item.subject, seen, self.state, self.live, self.log)
         if planned is None:
@@ -758,7 +767,7 @@ def start(
             server = ListenServer(settings.host, settings.port, receiver)
         except OSError as exc:
             raise UsageError(
-                f"--listen {settings.host}:{settings.port}: {exc.strerror or exc}"
+                f"{option('listen', f'{settings.host}:{settings.port}')}: {exc.strerror or exc}"
             ) from None
         if settings.public_url is None:
             listener.public = f"http://{settings.host}:{server.port}"
@@ -766,7 +775,7 @@ def start(
             listener.log(
                 f"add a webhook in Open WebUI ({WHERE_TO_PASTE}), events {', '.join(EVENTS)}, "
                 f"URL {listener.public.rstrip('/')}/events/SECRET, where SECRET is "
-                f"{listener.secret_source}'s content (or pass --register)"
+                f"{listener.secret_source}'s content (or pass {option('register')})"
             )
     except BaseException:
         listener.close()

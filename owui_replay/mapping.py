@@ -16,6 +16,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from owui_replay.option_names import handoff_option
+
 METADATA_VALUE_LIMIT = 128
 TRACE_FIELDS = ("chat_id", "message_id", "feedback_id", "user_id", "model_id", "message_index")
 DEFAULT_TRACE_TEMPLATE = "{chat_id}:{message_id}"
@@ -237,10 +239,14 @@ class Mapper:
     def in_window(self, updated_at: int) -> Skip | None:
         since, until = self.options.since, self.options.until
         if since is not None and updated_at < since:
-            return Skip("before_since", f"updated_at {updated_at} is before --since {since}")
+            return Skip(
+                "before_since",
+                f"updated_at {updated_at} is before {handoff_option('since')} {since}",
+            )
         if until is not None and updated_at >= until:
             return Skip(
-                "not_before_until", f"updated_at {updated_at} is not before --until {until}"
+                "not_before_until",
+                f"updated_at {updated_at} is not before {handoff_option('until')} {until}",
             )
         return None
 
@@ -296,7 +302,10 @@ class Mapper:
         for name in self._fields:
             if fields[name] in (None, ""):
                 if self.options.missing_ids != "feedback-id":
-                    raise Skip("missing_trace_field", f"{name} is missing (needed by --trace-id)")
+                    raise Skip(
+                        "missing_trace_field",
+                        f"{name} is missing (needed by {handoff_option('trace_id')})",
+                    )
                 fields[name] = feedback_id
                 fallback.append(name)
         trace_id = self.options.trace_template.format_map(

@@ -6,6 +6,11 @@ Max retries exceeded with url: ... (Caused by NewConnectionError(...))": true, a
 
 from __future__ import annotations
 
+from owui_replay.option_names import option
+
+# the setting that bounds each server's wait for data (option_names.py)
+TIMEOUTS = {"Portkey": "portkey_timeout", "Open WebUI": "openwebui_timeout"}
+
 
 def in_words(exc: BaseException, server: str) -> str:
     """What failed: refused, unknown host, timed out, reset; SERVER names who should answer."""
@@ -19,7 +24,7 @@ def in_words(exc: BaseException, server: str) -> str:
         ("Failed to resolve", "the host name does not resolve"),
         ("No route to host", "no route to that host"),
         ("Network is unreachable", "the network is unreachable"),
-        ("Read timed out", "no data within --timeout seconds"),
+        ("Read timed out", f"no data within {option(TIMEOUTS[server])} seconds"),
         ("timed out", "the connection timed out"),
         ("Connection reset", "the connection was reset"),
         ("RemoteDisconnected", "the server closed the connection"),

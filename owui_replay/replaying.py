@@ -39,6 +39,7 @@ from owui_replay.handoff import HandoffPaths
 from owui_replay.journal import Journal, set_aside
 from owui_replay.option_change import OptionChangeRefused, OptionSet, describe, differences
 from owui_replay.option_change import from_manifest as options_from_manifest
+from owui_replay.option_names import command_option, option
 from owui_replay.portkey_client import PortkeyClient
 from owui_replay.progress import is_terminal
 from owui_replay.secrets import Secret, portkey_key
@@ -105,8 +106,8 @@ class Plan:
         if self.uncertain_skipped:
             return (
                 f"{self.endpoint}: uncertain skipped: {self.uncertain_skipped} ratings whose "
-                "earlier POST got no answer (Portkey may or may not hold them; --uncertain "
-                "resend sends them)"
+                "earlier POST got no answer (Portkey may or may not hold them; "
+                f"{option('uncertain', 'resend')} sends them)"
             )
         return (
             f"{self.endpoint}: uncertain resent: {self.uncertain_resent} ratings whose earlier "
@@ -144,7 +145,8 @@ def plan_lines(
     scanned = scan_feedback(feedback, visit)
     if settings.start_offset > scanned.lines:
         raise UsageError(
-            f"--start-offset {settings.start_offset} is past the end ({scanned.lines} lines)"
+            f"{option('start_offset', settings.start_offset)} is past the end "
+            f"({scanned.lines} lines)"
         )
     plan.total = scanned.lines
     earlier_options: set[str] = set()
@@ -287,7 +289,7 @@ class ReplayResult:
             (
                 plan.backwards,
                 f"changed to an older updated_at, not sent: {plan.backwards} (no export time "
-                "says which export is newer; --send-older sends them)",
+                f"says which export is newer; {option('send_older')} sends them)",
             ),
             (
                 states[LineState.NOT_UPDATABLE],
@@ -297,9 +299,10 @@ class ReplayResult:
             (refused_now, f"refused: {refused_now} (see {self.paths.failed.name})"),
             (
                 states[LineState.REFUSED],
-                f"refused earlier: {states[LineState.REFUSED]} (--retry-refused sends them again)",
+                f"refused earlier: {states[LineState.REFUSED]} "
+                f"({option('retry_refused')} sends them again)",
             ),
-            (plan.below_offset, f"before --start-offset: {plan.below_offset}"),
+            (plan.below_offset, f"before {option('start_offset')}: {plan.below_offset}"),
             (plan.superseded, f"older copies of a rating in this file: {plan.superseded}"),
         ]
 
@@ -322,9 +325,12 @@ def _checked(
 ) -> tuple[FeedbackFile, Plan]:
     """Every check that comes before sending: lines, manifest, approvals; then the plan."""
     if settings.start_offset < 0:
-        raise UsageError("--start-offset must be 0 or more")
+        raise UsageError(f"{option('start_offset')} must be 0 or more")
     if settings.allowed_signers is not None and not settings.verify_manifest:
-        raise UsageError("--allowed-signers checks the manifest's signatures: drop --no-verify")
+        raise UsageError(
+            f"{option('allowed_signers')} checks the manifest's signatures: drop "
+            f"{option('no_verify')}"
+        )
     if not settings.new_state:
         refuse_silent_fresh_start(feedback, settings, state)
     taken_at = handoff_taken_at(feedback) if settings.verify_manifest else None
@@ -368,8 +374,8 @@ def refuse_silent_fresh_start(
         raise UnknownDeliveries(
             f"{found.journal} records {found.acks} deliveries to {state.endpoint}{used}, but "
             f"the delivery state {state.path} has no record of that endpoint; nothing was "
-            "sent. Point --state-file at the state those runs used, or pass --new-state to send "
-            "everything again"
+            f"sent. Point {option('state_file')} at the state those runs used, or pass "
+            f"{option('new_state')} to send everything again"
         )
     for other in state.endpoints():
         address = same_server(other, state.endpoint)
@@ -377,7 +383,8 @@ def refuse_silent_fresh_start(
             raise UnknownDeliveries(
                 f"{state.endpoint} reaches the same server ({address}) as {other}, which the "
                 f"delivery state {state.path} holds deliveries to; nothing was sent. Use "
-                f"--portkey-url {other}, or pass --new-state to treat it as another endpoint"
+                f"{option('portkey_url', other)}, or pass {option('new_state')} to treat it as "
+                "another endpoint"
             )
 
 
@@ -395,8 +402,8 @@ def refuse_a_state_behind_its_journal(
             f"{journal} records that {state.endpoint} acknowledged {plural(len(behind), 'line')} "
             f"the delivery state {state.path} has no record of (a copy made without its WAL "
             "after a kill, or an older backup?); nothing was sent. Use the state those runs "
-            "used (copy one with owui-replay state --backup), or pass --new-state to send them "
-            "again"
+            f"used (copy one with {command_option('state', 'backup')}), or pass "
+            f"{option('new_state')} to send them again"
         )
 
 

@@ -24,6 +24,7 @@ from owui_replay.errors import InputError, UsageError
 from owui_replay.feedback_file import scan_feedback
 from owui_replay.handoff import HandoffPaths
 from owui_replay.mapping import MappingOptions
+from owui_replay.option_names import option
 from owui_replay.report_data import Leaving
 from owui_replay.report_diff import Comparer, Comparison
 from owui_replay.report_html import MANIFEST_META, FileRow, Page, render
@@ -211,9 +212,9 @@ def _files(
         row("manifest: convert's record (what approvals sign)", paths.manifest),
     ]
     if export is not None:
-        rows.append(row("the export it was made from (--export)", Path(export)))
+        rows.append(row(f"the export it was made from ({option('export')})", Path(export)))
     if previous is not None:
-        rows.append(row("the previous handoff (--previous)", Path(previous)))
+        rows.append(row(f"the previous handoff ({option('previous')})", Path(previous)))
     rows += [row("approval", s.path) for s in checked.signatures]
     folder = approvals_dir(paths.manifest)
     if not checked.signatures and folder.is_dir():

@@ -17,6 +17,7 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
+from owui_replay.option_names import command_option, handoff_option, option
 from owui_replay.report_data import DOWN, NO_DAY, OTHER, UP, Leaving
 from owui_replay.report_diff import Comparison
 from owui_replay.report_pii import KINDS, find
@@ -124,7 +125,7 @@ def shown(kept: int, total: int, what: str) -> str:
         return f'<p class="note">All {_n(total)} {what} are listed.</p>'
     return (
         f'<p class="note"><b>The first {_n(kept)} of {_n(total)} {what}</b> are listed '
-        f"(--rows sets how many); every one was counted and searched.</p>"
+        f"({option('rows')} sets how many); every one was counted and searched.</p>"
     )
 
 
@@ -224,7 +225,7 @@ def _head(page: Page) -> str:
             + (
                 f", {len(valid)} valid"
                 if page.signers_given
-                else ", not checked (no --allowed-signers)"
+                else f", not checked (no {option('allowed_signers')})"
             ),
         ),
         (
@@ -357,19 +358,20 @@ def _accounting(page: Page) -> str:
 
 def _checks(page: Page) -> str:
     report = page.verification
+    verify_export = command_option("verify", "export")
     rows = [
         ('<span class="ok">ok</span>' if ok else '<span class="fail">FAIL</span>', _e(text))
         for ok, text in report.checks
     ]
     note = (
-        "verify --export: the export's sha256 and a byte-identical re-conversion are checked."
+        f"{verify_export}: the export's sha256 and a byte-identical re-conversion are checked."
         if page.export_given
-        else "Without --export the re-conversion is not checked: pass the export to prove the "
-        "lines are exactly what convert makes of it."
+        else f"Without {option('export')} the re-conversion is not checked: pass the export to "
+        "prove the lines are exactly what convert makes of it."
     )
     return (
-        '<h3 id="checks">Checks (the same as owui-replay verify'
-        + (" --export" if page.export_given else "")
+        '<h3 id="checks">Checks (the same as '
+        + (verify_export if page.export_given else "owui-replay verify")
         + ")</h3>"
         + table(["result", "check"], rows)
         + f'<p class="note">{_e(note)}</p>'
@@ -396,7 +398,8 @@ def _approvals(page: Page) -> str:
     note = (
         "Checked against the allowed_signers file given: only a valid signature counts for replay."
         if page.signers_given
-        else "Signatures were not checked: pass --allowed-signers FILE to see which are valid."
+        else f"Signatures were not checked: pass {option('allowed_signers', 'FILE')} to see which "
+        "are valid."
     )
     return (
         '<h3 id="approvals">Approvals present</h3>'
@@ -548,8 +551,9 @@ def _raters(leaving: Leaving, limit: int) -> str:
 def _previous(comparison: Comparison | None) -> str:
     if comparison is None:
         return (
-            '<h3 id="previous">Against the previous handoff</h3><p class="note">No --previous '
-            "file was given: every line is shown as it is, not as a change.</p>"
+            '<h3 id="previous">Against the previous handoff</h3><p class="note">No '
+            f"{option('previous')} file was given: every line is shown as it is, not as a "
+            "change.</p>"
         )
     c = comparison
     counts = table(
@@ -794,9 +798,13 @@ def _dropped(page: Page) -> str:
     patterns = table(
         ["option", "patterns"],
         [
-            ("--keep-metadata (only matching keys leave)", _e(", ".join(keep) or "none")),
             (
-                "--drop-metadata / --drop-comments (matching keys stay)",
+                f"{handoff_option('keep_metadata')} (only matching keys leave)",
+                _e(", ".join(keep) or "none"),
+            ),
+            (
+                f"{handoff_option('drop_metadata')} / {handoff_option('drop_comments')} "
+                "(matching keys stay)",
                 _e(", ".join(drop) or "none"),
             ),
         ],
@@ -807,8 +815,8 @@ def _dropped(page: Page) -> str:
         return head + "<p>No metadata option was used: every key convert makes leaves.</p>"
     if dropped is None:
         return head + (
-            '<p class="note">Pass --export to count the keys these options removed (the export '
-            "is converted again without them).</p>"
+            f'<p class="note">Pass {option("export")} to count the keys these options removed (the '
+            "export is converted again without them).</p>"
         )
     if dropped.error:
         return head + f'<p class="fail">Could not count them: {_e(dropped.error)}</p>'

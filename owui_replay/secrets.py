@@ -7,6 +7,7 @@ import unicodedata
 from pathlib import Path
 
 from owui_replay.errors import UsageError
+from owui_replay.option_names import option
 
 REDACTED = "***"
 
@@ -60,25 +61,27 @@ def clean_secret(value: str, where: str) -> str:
 
 def portkey_key(file: str | None = None) -> Secret:
     """The Portkey API key from FILE, else $PORTKEY_API_KEY (the library's one helper)."""
-    return load_secret("PORTKEY_API_KEY", file, "--api-key-file")
+    return load_secret("PORTKEY_API_KEY", file, "api_key_file")
 
 
 def openwebui_token(file: str | None = None) -> Secret:
     """The Open WebUI token from FILE, else $OPENWEBUI_TOKEN."""
-    return load_secret("OPENWEBUI_TOKEN", file, "--token-file")
+    return load_secret("OPENWEBUI_TOKEN", file, "token_file")
 
 
-def load_secret(env_name: str, file: str | None, flag: str) -> Secret:
+def load_secret(env_name: str, file: str | None, setting: str) -> Secret:
     """The secret from FILE (when given) or the environment; a UsageError names both ways."""
     if file:
         try:
             value = Path(file).read_bytes().decode("utf-8")  # no newline translation
         except OSError as exc:
-            raise UsageError(f"{flag} {file}: cannot read: {exc.strerror}") from None
+            raise UsageError(f"{option(setting, file)}: cannot read: {exc.strerror}") from None
         except UnicodeDecodeError:
-            raise UsageError(f"{flag} {file}: not UTF-8 text (the value is not shown)") from None
-        return Secret(clean_secret(value, f"{flag} {file}"), file)
+            raise UsageError(
+                f"{option(setting, file)}: not UTF-8 text (the value is not shown)"
+            ) from None
+        return Secret(clean_secret(value, option(setting, file)), file)
     value = os.environ.get(env_name, "")
     if not value:
-        raise UsageError(f"{env_name} is not set (export it, or pass {flag} FILE)")
+        raise UsageError(f"{env_name} is not set (export it, or pass {option(setting, 'FILE')})")
     return Secret(clean_secret(value, env_name), env_name)

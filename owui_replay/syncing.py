@@ -35,6 +35,7 @@ from owui_replay.errors import ExitCode, InputError, ReplayError
 from owui_replay.evidence import journals_under
 from owui_replay.incremental import Fetch, History, read_history, tracking_refusal
 from owui_replay.openwebui_live import LiveOpenWebUI
+from owui_replay.option_names import option
 from owui_replay.replaying import ReplayResult, dry_run, replay
 from owui_replay.secrets import Secret, openwebui_token, portkey_key
 from owui_replay.settings import ReplaySettings, SyncSettings
@@ -156,7 +157,7 @@ class SyncLock:
             os.close(self._fd)
             raise ReplayError(
                 f"another sync holds {self.path} ({holder or 'unknown process'}); it was "
-                "not started (pass --wait to wait for it)",
+                f"not started (pass {option('wait')} to wait for it)",
                 ExitCode.BUSY,
             ) from None
         stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")

@@ -6,6 +6,7 @@ import ipaddress
 from urllib.parse import urlsplit
 
 from owui_replay.errors import UsageError
+from owui_replay.option_names import option
 
 DEFAULT_PORTKEY_BASE = "https://api.portkey.ai/v1"
 DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -51,7 +52,7 @@ def checked_base_url(url: str, *, allow_insecure_http: bool, name: str) -> str:
     if parts.scheme == "http" and not is_loopback(parts.hostname) and not allow_insecure_http:
         raise UsageError(
             f"{name} {url!r} is plain http to another host: the key would cross the network in "
-            "clear text; use https, or --allow-insecure-http if you really mean it"
+            f"clear text; use https, or {option('allow_insecure_http')} if you really mean it"
         )
     if parts.scheme == "http":
         from owui_replay.http_session import refuse_proxied_plain_http  # imports requests

@@ -24,6 +24,7 @@ from owui_replay.errors import InputError
 from owui_replay.feedback_file import FeedbackFile, scan_feedback
 from owui_replay.handoff import MANIFEST_FORMAT, HandoffPaths
 from owui_replay.mapping import MappingOptions
+from owui_replay.option_names import option
 
 
 @dataclass
@@ -200,12 +201,13 @@ def _read_manifest(report: Report, path: Path) -> dict[str, Any] | None:
 def _check_made_by(report: Report, manifest: dict[str, Any], accept_other_version: bool) -> None:
     made_by = str(manifest["tool"].get("version"))
     same = made_by == __version__
+    accept = option("accept_other_version")
     report.check(
         same or accept_other_version,
         f"made by owui-replay {made_by}"
         + ("" if same else f", this is {__version__}")
-        + ("" if same or not accept_other_version else " (accepted with --accept-other-version)")
-        + ("" if same or accept_other_version else ": pass --accept-other-version to accept it"),
+        + ("" if same or not accept_other_version else f" (accepted with {accept})")
+        + ("" if same or accept_other_version else f": pass {accept} to accept it"),
     )
 
 
@@ -295,7 +297,7 @@ def _list_signatures(report: Report, manifest: Path, allowed_signers: Path | Non
     for path in sorted(folder.glob("*.sig")) if folder.is_dir() else []:
         try:
             fingerprint = read_signature(path).fingerprint
-            problem = "not checked (pass --allowed-signers FILE to check it)"
+            problem = f"not checked (pass {option('allowed_signers', 'FILE')} to check it)"
         except (OSError, ValueError) as exc:
             fingerprint, problem = "", f"unreadable ({exc})"
         report.signatures.append(Checked(path, fingerprint, [], problem))
