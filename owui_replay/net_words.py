@@ -24,7 +24,7 @@ def in_words(exc: BaseException, server: str) -> str:
         ("Failed to resolve", "the host name does not resolve"),
         ("No route to host", "no route to that host"),
         ("Network is unreachable", "the network is unreachable"),
-        ("Read timed out", f"no data within {option(TIMEOUTS[server])} seconds"),
+        ("Read timed out", f"no data within the time allowed ({option(TIMEOUTS[server])})"),
         ("timed out", "the connection timed out"),
         ("Connection reset", "the connection was reset"),
         ("RemoteDisconnected", "the server closed the connection"),

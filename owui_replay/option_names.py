@@ -41,7 +41,9 @@ SETTINGS: dict[str, Setting] = {
     "new_state": Setting("new_state=True", "a new state"),
     "no_verify": Setting("verify_manifest=False", "skipping the manifest check"),
     "no_withdraw": Setting("withdraw=False", "not withdrawing"),
-    "openwebui_timeout": Setting("download_timeout", "the Open WebUI timeout"),
+    "openwebui_timeout": Setting(
+        "timeout (download_export), download_timeout (SyncSettings)", "the Open WebUI timeout"
+    ),
     "openwebui_url": Setting("openwebui_url", "the Open WebUI URL"),
     "portkey_timeout": Setting("timeout", "the Portkey timeout"),
     "portkey_url": Setting("base_url", "the Portkey base URL"),
@@ -63,12 +65,9 @@ SETTINGS: dict[str, Setting] = {
     "wait": Setting("wait=True", "waiting for the other run"),
 }
 
-# convert's options as a handoff records and describes them: the same text, whoever converts
-# or shows it (verify compares a re-conversion's bytes; the report describes convert's run).
-HANDOFF_FLAGS = {
-    key: "--" + key.replace("_", "-")
-    for key in ("since", "until", "trace_id", "keep_metadata", "drop_metadata", "drop_comments")
-}
+# convert's options as a handoff's rejects file names them: the same bytes whoever converts
+# (verify converts again and compares).
+HANDOFF_FLAGS = {"since": "--since", "until": "--until", "trace_id": "--trace-id"}
 
 _flag_of: Callable[[str], str | None] | None = None
 
@@ -91,7 +90,7 @@ def command_option(command: str, flag: str) -> str:
 
 
 def handoff_option(key: str) -> str:
-    """Convert's option KEY as a handoff's files (and its report) name it: fixed text."""
+    """Convert's option KEY as a handoff's rejects file names it: fixed text."""
     return HANDOFF_FLAGS[key]
 
 

@@ -23,6 +23,7 @@ from urllib3.exceptions import ProxyError as UrllibProxyError
 from owui_replay._version import __version__
 from owui_replay.http_session import checked_ca_bundle, session_for
 from owui_replay.net_words import in_words
+from owui_replay.option_names import option
 from owui_replay.secrets import Secret
 
 BODY_LIMIT = 2000
@@ -145,7 +146,11 @@ class PortkeyClient:
             error = self._key.redact(in_words(exc, "Portkey"))
             return Reply(None, error=error, sent=not never, unreachable=never)
         except requests.exceptions.Timeout:
-            return Reply(None, error="read timeout (the server may have stored it)")
+            return Reply(
+                None,
+                error=f"read timeout: no answer within {self.timeout[1]:g} s "
+                f"({option('portkey_timeout')}); the server may have stored it",
+            )
         except requests.exceptions.RequestException as exc:
             return Reply(None, error=self._key.redact(_short(exc)))
         except OSError as exc:  # raised before the connection is used (a CA file that went away)

@@ -17,7 +17,7 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-from owui_replay.option_names import command_option, handoff_option, option
+from owui_replay.option_names import command_option, option
 from owui_replay.report_data import DOWN, NO_DAY, OTHER, UP, Leaving
 from owui_replay.report_diff import Comparison
 from owui_replay.report_pii import KINDS, find
@@ -799,12 +799,12 @@ def _dropped(page: Page) -> str:
         ["option", "patterns"],
         [
             (
-                f"{handoff_option('keep_metadata')} (only matching keys leave)",
+                f"{command_option('convert', 'keep-metadata')} (only matching keys leave)",
                 _e(", ".join(keep) or "none"),
             ),
             (
-                f"{handoff_option('drop_metadata')} / {handoff_option('drop_comments')} "
-                "(matching keys stay)",
+                f"{command_option('convert', 'drop-metadata')} / "
+                f"{command_option('convert', 'drop-comments')} (matching keys stay)",
                 _e(", ".join(drop) or "none"),
             ),
         ],

@@ -20,7 +20,7 @@ from owui_replay.converting import Converter
 from owui_replay.errors import InputError
 from owui_replay.export_reader import open_export
 from owui_replay.mapping import Mapper, MappingOptions
-from owui_replay.option_names import handoff_option
+from owui_replay.option_names import command_option
 
 _HEAD = 4096
 _FIELD = re.compile(r'"(outcome|reason|detail)":"((?:[^"\\]|\\.)*)"')
@@ -34,8 +34,8 @@ REASONS = {
     "no_rating": "data.rating missing or null",
     "not_a_thumb": "a rating other than thumbs up or down (0, or a 1-10 score)",
     "missing_trace_field": "no chat or message id for the trace id",
-    "before_since": f"updated before {handoff_option('since')}",
-    "not_before_until": f"updated at or after {handoff_option('until')}",
+    "before_since": f"updated before {command_option('convert', 'since')}",
+    "not_before_until": f"updated at or after {command_option('convert', 'until')}",
     "duplicate_id": "the same feedback id again, not newer",
     "superseded": "an older version of a rating that changed",
 }
