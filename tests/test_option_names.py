@@ -9,36 +9,27 @@ library's source for a flag spelled outside the mechanism; one checks the Python
 
 from __future__ import annotations
 
-import ast
 import fcntl
 import json
 import os
 import re
-import shutil
 import socket
 import subprocess
-import sys
-import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pytest
 import trustme
 
-import owui_replay as owr
 from owui_replay.cli import build_parser, subcommand_parsers
-from owui_replay.errors import ExitCode, ReplayError
-from owui_replay.option_names import HANDOFF_FLAGS, SETTINGS
+from tests.forked_cli import run_forked
 from tests.helpers import REAL_EXPORT, ROOT, environment, run_cli
 from tests.openwebui_stub import ADMIN_TOKEN, USER_TOKEN, openwebui_stub
 from tests.portkey_stub import API_KEY, Fault, portkey_stub, tls_portkey_stub
 from tests.proxy_stub import closed_port
-from tests.replay_helpers import make_feedback
 
 PACKAGE = ROOT / "owui_replay"
 FLAG = re.compile(r"(?<![\w-])--[a-z][a-z0-9-]*")
@@ -96,24 +87,20 @@ class Ran:
         return self.stdout + self.stderr + "".join(p.read_text("utf-8") for p in self.case.scan)
 
 
-def run(case: Case, home: Path) -> Ran:
-    env = {
+def run_all(cases: list[Case], home: Path) -> list[Ran]:
+    """Each case as a real process (forked from one that imported the package once)."""
+    base = {
         k: v
         for k, v in os.environ.items()
         if not k.startswith(("PORTKEY_", "OPENWEBUI_", "OWUI_REPLAY_", "HTTP", "http"))
     }
-    env.update(PYTHONPATH=str(ROOT), NO_PROXY="*", **case.env)
-    done = subprocess.run(
-        [sys.executable, "-m", "owui_replay", *case.argv],
-        capture_output=True, text=True, env=env, cwd=home, timeout=120,
-        stdin=subprocess.DEVNULL,
-    )  # fmt: skip
-    return Ran(case, done.returncode, done.stdout, done.stderr)
-
-
-def run_all(cases: list[Case], home: Path) -> list[Ran]:
-    with ThreadPoolExecutor(4) as pool:
-        return list(pool.map(lambda c: run(c, home), cases))
+    done = run_forked(
+        [
+            {"argv": c.argv, "env": {**base, "NO_PROXY": "*", **c.env}, "cwd": str(home)}
+            for c in cases
+        ]
+    )
+    return [Ran(c, d["code"], d["stdout"], d["stderr"]) for c, d in zip(cases, done, strict=True)]
 
 
 @contextmanager
@@ -209,8 +196,15 @@ def test_no_command_names_an_option_it_does_not_have(tmp_path: Path) -> None:
         with environment(PORTKEY_API_KEY=API_KEY):
             first = tmp_path / "first.sqlite3"
         with environment(PORTKEY_API_KEY=API_KEY):
-            done = run_cli("replay", str(f["delivered"]), "--portkey-url", portkey.url,
-                           "--state-file", str(first), "-q")  # fmt: skip
+            done = run_cli(
+                "replay",
+                str(f["delivered"]),
+                "--portkey-url",
+                portkey.url,
+                "--state-file",
+                str(first),
+                "-q",
+            )
         assert done.code == 0, done.stderr
         damaged = damage(first, tmp_path / "damaged.sqlite3")
         sync_env = {**key, **token, "OPENWEBUI_BASE_URL": owui.url}
@@ -235,18 +229,18 @@ def test_no_command_names_an_option_it_does_not_have(tmp_path: Path) -> None:
                 ["approve", str(f["signed"]), "--key", str(tmp_path / "auditor"), "--json"],
                 0,
                 "an allowed-signers file",
-            ),  # fmt: skip
+            ),
             Case(
                 ["approve", str(f["other_version"]), "--key", str(tmp_path / "auditor")],
                 6,
                 "--accept-other-version",
-            ),  # fmt: skip
+            ),
             Case(
                 ["report", str(f["signed"]), "-o", str(report_page), "-q"],
                 0,
                 "--allowed-signers",
                 scan=[report_page],
-            ),  # fmt: skip
+            ),
             # replay: files, options, states, approvals
             Case(["replay", good, "--portkey-url", portkey.url], 2, "pass --api-key-file FILE"),
             Case(["replay", good, "--api-key-file", "nope"], 2, "--api-key-file nope: cannot"),
@@ -256,7 +250,7 @@ def test_no_command_names_an_option_it_does_not_have(tmp_path: Path) -> None:
                 2,
                 "--start-offset 99 is past the end",
                 key,
-            ),  # fmt: skip
+            ),
             Case(
                 [
                     "replay",
@@ -270,7 +264,7 @@ def test_no_command_names_an_option_it_does_not_have(tmp_path: Path) -> None:
                 2,
                 "drop --no-verify",
                 key,
-            ),  # fmt: skip
+            ),
             Case(
                 [
                     "replay",
@@ -283,25 +277,21 @@ def test_no_command_names_an_option_it_does_not_have(tmp_path: Path) -> None:
                 12,
                 "--new-state",
                 key,
-            ),  # fmt: skip
+            ),
             Case(
                 ["replay", good, "--portkey-url", f"http://{UNREACHABLE}/v1"],
                 2,
                 "--allow-insecure-http",
                 key,
-            ),  # fmt: skip
-            Case(
-                ["replay", good, "--portkey-url", closed + "/v1"], 11, "--portkey-url", key
-            ),  # fmt: skip
+            ),
+            Case(["replay", good, "--portkey-url", closed + "/v1"], 11, "--portkey-url", key),
             Case(
                 ["replay", good, "--portkey-url", portkey.url + "/feedback"],
                 7,
                 f"--portkey-url {portkey.url}",
                 key,
-            ),  # fmt: skip
-            Case(
-                ["replay", good, "--portkey-url", moved.url], 7, "as --portkey-url", key
-            ),  # fmt: skip
+            ),
+            Case(["replay", good, "--portkey-url", moved.url], 7, "as --portkey-url", key),
             Case(
                 [
                     "replay",
@@ -312,20 +302,20 @@ def test_no_command_names_an_option_it_does_not_have(tmp_path: Path) -> None:
                 4,
                 "--ca-bundle PATH",
                 key,
-            ),  # fmt: skip
+            ),
             Case(
                 ["replay", good, "--portkey-url", slow.url, "--timeout", "0.5", "--retries", "0"],
                 4,
                 "--timeout",
                 key,
-            ),  # fmt: skip
+            ),
             Case(["replay", good, "--ca-bundle", str(f["bad_ca"])], 2, "--ca-bundle", key),
             Case(
                 ["replay", good, "--portkey-url", portkey.url, "--state-file", str(damaged)],
                 13,
                 "owui-replay state --backup",
                 key,
-            ),  # fmt: skip
+            ),
             Case(["replay", str(REAL_EXPORT)], 3, "convert", key),
             # download
             Case(["download", "-o", "e.json", "--openwebui-url", owui.url], 2, "--token-file"),
@@ -334,19 +324,19 @@ def test_no_command_names_an_option_it_does_not_have(tmp_path: Path) -> None:
                 5,
                 "--user-scope",
                 {"OPENWEBUI_TOKEN": USER_TOKEN},
-            ),  # fmt: skip
+            ),
             Case(
                 ["download", "-o", "e.json", "--openwebui-url", stalled.url, "--timeout", "1"],
                 11,
                 "--timeout",
                 token,
-            ),  # fmt: skip
+            ),
             Case(
                 ["download", "-o", "e.json", "--openwebui-url", tls.url.replace("http:", "https:")],
                 11,
                 "--ca-bundle PATH",
                 token,
-            ),  # fmt: skip
+            ),
             Case(
                 [
                     "download",
@@ -360,7 +350,7 @@ def test_no_command_names_an_option_it_does_not_have(tmp_path: Path) -> None:
                 2,
                 "--ca-bundle",
                 token,
-            ),  # fmt: skip
+            ),
             # sync: both servers, its own spellings
             Case(["sync", *work(), "--portkey-url", closed + "/v1"], 11, "--portkey-url", sync_env),
             Case(
@@ -368,7 +358,7 @@ def test_no_command_names_an_option_it_does_not_have(tmp_path: Path) -> None:
                 7,
                 "--portkey-url",
                 sync_env,
-            ),  # fmt: skip
+            ),
             Case(
                 [
                     "sync",
@@ -383,37 +373,37 @@ def test_no_command_names_an_option_it_does_not_have(tmp_path: Path) -> None:
                 11,
                 "--download-timeout",
                 sync_env,
-            ),  # fmt: skip
+            ),
             Case(
                 ["sync", *work(), "--portkey-url", portkey.url],
                 5,
                 "--user-scope",
                 {**sync_env, "OPENWEBUI_TOKEN": USER_TOKEN},
-            ),  # fmt: skip
+            ),
             Case(
                 ["sync", "--workdir", str(tmp_path / "busy"), "--portkey-url", portkey.url],
                 8,
                 "--wait",
                 sync_env,
-            ),  # fmt: skip
+            ),
             Case(
                 ["sync", *work(), "--portkey-url", portkey.url, "--openwebui-url", nothing.url],
                 10,
                 "",
                 sync_env,
-            ),  # fmt: skip
+            ),
             Case(
                 ["sync", *work(), "--portkey-url", portkey.url, "--state-file", str(damaged)],
                 13,
                 "owui-replay state --backup",
                 sync_env,
-            ),  # fmt: skip
+            ),
             Case(
                 ["sync", *work(), "--portkey-url", portkey.url, "--ca-bundle", str(f["bad_ca"])],
                 2,
                 "--ca-bundle",
                 sync_env,
-            ),  # fmt: skip
+            ),
             Case(["sync", *work(), "--api-key-file", "nope"], 2, "--api-key-file", sync_env),
             # listen
             Case(
@@ -421,7 +411,7 @@ def test_no_command_names_an_option_it_does_not_have(tmp_path: Path) -> None:
                 2,
                 f"--listen 127.0.0.1:{port}",
                 sync_env,
-            ),  # fmt: skip
+            ),
             Case(
                 [
                     "listen",
@@ -436,7 +426,7 @@ def test_no_command_names_an_option_it_does_not_have(tmp_path: Path) -> None:
                 2,
                 "--secret-file nope",
                 sync_env,
-            ),  # fmt: skip
+            ),
             # state, config, completion
             Case(["state", "--state-file", str(damaged)], 13, "state --backup"),
             Case(["state", "--forget", "http://127.0.0.1:1/v1"], 0, ""),
@@ -448,8 +438,10 @@ def test_no_command_names_an_option_it_does_not_have(tmp_path: Path) -> None:
     for r in ran:
         command = r.case.argv[0]
         if r.code != r.case.code or r.case.says not in r.text:
-            problems.append(f"{r.case.argv}: exit {r.code}, wanted {r.case.code} and "
-                            f"{r.case.says!r}:\n{r.stderr}{r.stdout[:300]}")  # fmt: skip
+            problems.append(
+                f"{r.case.argv}: exit {r.code}, wanted {r.case.code} and "
+                f"{r.case.says!r}:\n{r.stderr}{r.stdout[:300]}"
+            )
         wrong = foreign_flags(command, r.text)
         if wrong:
             problems.append(f"{command} names {sorted(wrong)} it does not have:\n{r.stderr}")
