@@ -9,6 +9,7 @@ library's source for a flag spelled outside the mechanism; one checks the Python
 
 from __future__ import annotations
 
+import ast
 import fcntl
 import json
 import os
@@ -22,14 +23,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytest
 import trustme
 
-from owui_replay.cli import build_parser, subcommand_parsers
+import owui_replay as owr
+from owui_replay.cli import build_parser, flag_namer, subcommand_parsers
+from owui_replay.errors import ExitCode, ReplayError
+from owui_replay.option_names import HANDOFF_FLAGS, SETTINGS
 from tests.forked_cli import run_forked
 from tests.helpers import REAL_EXPORT, ROOT, environment, run_cli
 from tests.openwebui_stub import ADMIN_TOKEN, USER_TOKEN, openwebui_stub
 from tests.portkey_stub import API_KEY, Fault, portkey_stub, tls_portkey_stub
 from tests.proxy_stub import closed_port
+from tests.replay_helpers import make_feedback
 
 PACKAGE = ROOT / "owui_replay"
 FLAG = re.compile(r"(?<![\w-])--[a-z][a-z0-9-]*")
@@ -446,3 +452,91 @@ def test_no_command_names_an_option_it_does_not_have(tmp_path: Path) -> None:
         if wrong:
             problems.append(f"{command} names {sorted(wrong)} it does not have:\n{r.stderr}")
     assert not problems, "\n\n".join(problems)
+
+
+def spelled_flags(path: Path) -> list[str]:
+    """`--flags` in PATH's string literals, docstrings and other bare strings left out."""
+    tree = ast.parse(path.read_text("utf-8"))
+    bare = {
+        id(node.value)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)
+    }
+    help_texts = {  # shown by --help, not messages
+        id(value)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Assign)
+        and any(isinstance(t, ast.Name) and t.id == "EXIT_CODE_HELP" for t in node.targets)
+        for value in ast.walk(node.value)
+    }
+    found = []
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Constant)
+            and isinstance(node.value, str)
+            and id(node) not in bare | help_texts
+            and "CREATE TABLE" not in node.value  # SQL, whose comments start with --
+        ):
+            found += [
+                f"{path.name}:{node.lineno}: {flag}"
+                for flag in FLAG.findall(node.value)
+                if flag not in GLOBAL_FLAGS
+            ]
+    return found
+
+
+def test_no_library_string_spells_a_flag_outside_option_names() -> None:
+    library = sorted(set(PACKAGE.glob("*.py")) - {PACKAGE / "cli.py", PACKAGE / "option_names.py"})
+    assert len(library) > 40
+    spelled = [hit for path in library for hit in spelled_flags(path)]
+    assert not spelled, "name these with option_names.option():\n" + "\n".join(spelled)
+
+
+def test_every_setting_a_message_names_is_known() -> None:
+    """option("typo") would raise KeyError in the middle of an error: catch it here."""
+    keys = {"option": set(SETTINGS), "handoff_option": set(HANDOFF_FLAGS)}
+    used = []
+    for path in PACKAGE.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text("utf-8"))):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Name)
+                and node.func.id in keys
+            ):
+                first = node.args[0]
+                if not isinstance(first, ast.Constant):  # a key passed in: checked where given
+                    continue
+                used.append(first.value)
+                assert first.value in keys[node.func.id], f"{path.name}:{node.lineno}"
+    assert len(used) > 40
+    parsers = subcommand_parsers(build_parser())
+    for key in SETTINGS:  # and each is some command's flag: no words stand in for a typo
+        assert any(flag_namer(sub, name)(key) for name, sub in parsers.items()), key
+
+
+def test_the_python_api_names_arguments_not_flags(tmp_path: Path) -> None:
+    feedback = make_feedback(tmp_path, 3)
+    with portkey_stub() as stub:
+        settings = owr.ReplaySettings(base_url=stub.url + "/feedback", state_file=tmp_path / "s")
+        result = owr.replay(feedback, settings, api_key=API_KEY)
+    assert result.exit_code == ExitCode.ENDPOINT
+    assert f"e.g. base_url={stub.url}" in str(result.stop_message())
+    with pytest.raises(ReplayError, match=r"allow_insecure_http=True if you really"):
+        owr.ReplaySettings(base_url=f"http://{UNREACHABLE}/v1")
+    with pytest.raises(ReplayError, match=r"^file=nope: cannot read"):
+        owr.portkey_key("nope")
+    with pytest.raises(ReplayError, match=r"allow_empty=True accepts it"):
+        owr.convert(handoffs_empty(tmp_path), tmp_path / "out.jsonl")
+    closed = owr.replay(
+        feedback,
+        owr.ReplaySettings(base_url=f"http://127.0.0.1:{closed_port()}/v1", new_state=True),
+        api_key=API_KEY,
+    )
+    assert closed.exit_code == ExitCode.NETWORK
+    assert "(base_url, $PORTKEY_BASE_URL)" in str(closed.stop_message())
+
+
+def handoffs_empty(tmp: Path) -> Path:
+    path = tmp / "empty.json"
+    path.write_text("[]", "utf-8")
+    return path
