@@ -102,8 +102,12 @@ def run_all(cases: list[Case], home: Path) -> list[Ran]:
     }
     done = run_forked(
         [
-            {"argv": c.argv, "env": {**base, "NO_PROXY": "*", **c.env}, "cwd": str(home)}
-            for c in cases
+            {  # each its own default state: runs at once must not hold one another's endpoint
+                "argv": c.argv,
+                "env": {**base, "NO_PROXY": "*", "XDG_STATE_HOME": str(home / f"xdg{i}"), **c.env},
+                "cwd": str(home),
+            }
+            for i, c in enumerate(cases)
         ]
     )
     return [Ran(c, d["code"], d["stdout"], d["stderr"]) for c, d in zip(cases, done, strict=True)]
@@ -160,7 +164,7 @@ def approve(feedback: Path, key: Path) -> None:
 def handoffs(tmp: Path) -> dict[str, Path]:
     """Good, edited, other-version and signed handoffs; empty and wrong inputs."""
     files: dict[str, Path] = {}
-    for name in ("good", "delivered", "edited", "other_version", "signed"):
+    for name in ("good", "delivered", "refused", "edited", "other_version", "signed"):
         (tmp / name).mkdir()
         files[name] = convert(REAL_EXPORT, tmp / name / "feedback.jsonl")
     with open(files["edited"], "ab") as handle:
@@ -176,7 +180,8 @@ def handoffs(tmp: Path) -> dict[str, Path]:
     files["bad_ca"].write_text("not a certificate\n", "utf-8")
     files["bad_toml"] = tmp / "bad.toml"
     files["bad_toml"].write_text("[replay\nstate_file = 1\n", "utf-8")
-    files["signers"] = tmp / "allowed_signers"
+    files["signers"] = tmp / "config" / "owui-replay" / "allowed_signers"  # a machine's own
+    files["signers"].parent.mkdir(parents=True)
     files["signers"].write_text("", "utf-8")
     return files
 
@@ -213,6 +218,21 @@ def test_no_command_names_an_option_it_does_not_have(tmp_path: Path) -> None:
             )
         assert done.code == 0, done.stderr
         damaged = damage(first, tmp_path / "damaged.sqlite3")
+        refused_state = tmp_path / "refused.sqlite3"  # Portkey refused one line of "refused"
+        refusing = stack.enter_context(portkey_stub(faults=[Fault("400")]))
+        with environment(PORTKEY_API_KEY=API_KEY):
+            done = run_cli(
+                "replay",
+                str(f["refused"]),
+                "--portkey-url",
+                refusing.url,
+                "--state-file",
+                str(refused_state),
+                "--concurrency",
+                "1",
+                "-q",
+            )
+            assert done.code == ExitCode.DELIVERY_FAILED, done.stderr
         sync_env = {**key, **token, "OPENWEBUI_BASE_URL": owui.url}
         workdirs = iter(range(100))
 
@@ -323,6 +343,40 @@ def test_no_command_names_an_option_it_does_not_have(tmp_path: Path) -> None:
                 key,
             ),
             Case(["replay", str(REAL_EXPORT)], 3, "convert", key),
+            Case(["replay", str(f["signed"]), "--allowed-signers", str(f["signers"])], 9, "", key),
+            Case(
+                [
+                    "replay",
+                    str(f["refused"]),
+                    "--portkey-url",
+                    refusing.url,
+                    "--state-file",
+                    str(refused_state),
+                ],
+                0,
+                "--retry-refused sends them again",
+                key,
+            ),
+            Case(
+                [
+                    "replay",
+                    str(f["refused"]),
+                    "--portkey-url",
+                    refusing.url,
+                    "--state-file",
+                    str(refused_state),
+                    "--dry-run",
+                ],
+                0,
+                "--retry-refused sends them again",
+                key,
+            ),
+            Case(
+                ["sync", *work(), "--portkey-url", portkey.url],
+                9,
+                "--skip-approvals",
+                {**sync_env, "XDG_CONFIG_HOME": str(f["signers"].parent.parent)},
+            ),
             # download
             Case(["download", "-o", "e.json", "--openwebui-url", owui.url], 2, "--token-file"),
             Case(
@@ -435,7 +489,7 @@ def test_no_command_names_an_option_it_does_not_have(tmp_path: Path) -> None:
             ),
             # state, config, completion
             Case(["state", "--state-file", str(damaged)], 13, "state --backup"),
-            Case(["state", "--forget", "http://127.0.0.1:1/v1"], 0, ""),
+            Case(["state", "--state-file", str(first), "--forget", "http://127.0.0.1:1/v1"], 0, ""),
             Case(["config", "--config", str(f["bad_toml"])], 2, "bad.toml"),
             Case(["completion", "tcsh"], 2, "invalid choice"),
         ]
