@@ -1572,9 +1572,8 @@ def main(
     stderr = stderr or sys.stderr
     words = list(sys.argv[1:] if argv is None else argv)
     show_traceback = _pop_traceback(words)
-    parsed: list[argparse.Namespace] = []  # the arguments, once parsed (for --json errors)
     try:
-        return _execute(words, stdout, stderr, parsed)
+        return _execute(words, stdout, stderr)
     except SystemExit as exc:  # --help and --version
         return int(exc.code or 0)
     except KeyboardInterrupt:
@@ -1585,7 +1584,7 @@ def main(
     except Exception as exc:
         if show_traceback:
             traceback.print_exc(file=stderr)
-        return int(_one_line(exc, parsed[0] if parsed else None, stdout, stderr))
+        return int(_one_line(exc, stderr))
 
 
 def _pop_traceback(words: list[str]) -> bool:
@@ -1598,7 +1597,7 @@ def _pop_traceback(words: list[str]) -> bool:
 
 
 def _execute(
-    words: list[str], stdout: IO[str], stderr: IO[str], parsed: list[argparse.Namespace]
+    words: list[str], stdout: IO[str], stderr: IO[str]
 ) -> int:
     config_file = _pop_config(words)
     parser = build_parser()
@@ -1607,7 +1606,6 @@ def _execute(
         return int(ExitCode.USAGE)
     with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
         args = parser.parse_args(words)  # --help and --version print here
-    parsed.append(args)
     with naming(flag_namer(subcommand_parsers(parser)[args.command], args.command)):
         _refuse_a_mix_up(args)
         _configure(parser, args, words, config_file, stderr)
@@ -1670,14 +1668,13 @@ def _refuse_a_mix_up(args: argparse.Namespace) -> None:
         raise InputError(f"{args.command}: {problem}")
 
 
-def _one_line(
-    exc: Exception, args: argparse.Namespace | None, stdout: IO[str], stderr: IO[str]
-) -> ExitCode:
-    """A failure as one line on stderr (and one JSON object with --json): the error's own
-    message, a file error with the file's name, anything else named as unexpected."""
+def _one_line(exc: Exception, stderr: IO[str]) -> ExitCode:
+    """A failure as one line on stderr: the error's own message, a file error with the file's
+    name, anything else named as unexpected. Nothing goes to stdout, --json or not: like gh
+    and pip, a command that stopped before it had a result prints no document at all (one
+    that has a result, say a replay that stopped early, printed it already)."""
     if isinstance(exc, ReplayError):
         stderr.write(f"{exc.prog or PROG}: error: {exc}\n")
-        _json_error(args, stdout, exc.code, str(exc))
         return exc.code
     if isinstance(exc, OSError):  # a file we could not write or read: name it, no traceback
         where = f"{exc.filename}: " if exc.filename else ""
@@ -1749,15 +1746,6 @@ def _configure(
             f"handoffs instead, or pass --skip-approvals to run {args.command} unattended anyway",
             ExitCode.NOT_APPROVED,
         )
-
-
-def _json_error(
-    args: argparse.Namespace | None, stdout: IO[str], code: ExitCode, message: str
-) -> None:
-    """With --json, a failure is one JSON object on stdout too, so a script can read it."""
-    if args is not None and getattr(args, "json", False):
-        doc = {"command": args.command, "exit_code": int(code), "error": message}
-        stdout.write(json.dumps(doc, ensure_ascii=False) + "\n")
 
 
 @contextlib.contextmanager
