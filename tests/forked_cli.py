@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +25,8 @@ PARALLEL = 4
 
 
 def run_forked(cases: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """CASES: {argv, env, cwd}; returns {code, stdout, stderr} for each, in order."""
+    """CASES: {argv, env, cwd, and stop_after: seconds for a command that runs until
+    stopped}; returns {code, stdout, stderr} for each, in order."""
     with tempfile.TemporaryDirectory() as folder:
         given, results = Path(folder) / "cases.json", Path(folder) / "results.json"
         given.write_text(json.dumps(cases), "utf-8")
@@ -59,7 +62,7 @@ def _child(case: dict[str, Any], out: str, err: str) -> None:
 
 
 def _drive(cases: list[dict[str, Any]], folder: Path) -> list[dict[str, Any]]:
-    running: dict[int, int] = {}  # pid -> case index
+    running: dict[int, tuple[int, float]] = {}  # pid -> (case index, when to stop it)
     codes: dict[int, int] = {}
     pending = list(range(len(cases)))
     while pending or running:
@@ -68,9 +71,18 @@ def _drive(cases: list[dict[str, Any]], folder: Path) -> list[dict[str, Any]]:
             pid = os.fork()
             if pid == 0:
                 _child(cases[index], str(folder / f"{index}.out"), str(folder / f"{index}.err"))
-            running[pid] = index
-        pid, status = os.wait()
-        codes[running.pop(pid)] = os.waitstatus_to_exitcode(status)
+            stop = cases[index].get("stop_after")  # a server: SIGTERM it then, as systemd would
+            running[pid] = (index, time.monotonic() + stop if stop else float("inf"))
+        pid, status = os.waitpid(-1, os.WNOHANG)
+        if pid == 0:
+            now = time.monotonic()
+            for child, (_, stop) in running.items():
+                if now >= stop:
+                    os.kill(child, signal.SIGTERM)
+                    running[child] = (running[child][0], float("inf"))
+            time.sleep(0.01)
+            continue
+        codes[running.pop(pid)[0]] = os.waitstatus_to_exitcode(status)
     return [
         {
             "code": codes[i],

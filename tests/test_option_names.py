@@ -29,11 +29,16 @@ import trustme
 import owui_replay as owr
 from owui_replay.cli import build_parser, flag_namer, subcommand_parsers
 from owui_replay.errors import ExitCode, ReplayError
+from owui_replay.listen import start
+from owui_replay.mapping import MappingOptions
 from owui_replay.option_names import HANDOFF_FLAGS, SETTINGS
+from owui_replay.secrets import Secret
+from owui_replay.settings import ListenSettings, ReplaySettings
 from tests.forked_cli import run_forked
 from tests.helpers import REAL_EXPORT, ROOT, environment, run_cli
+from tests.openwebui_live_stub import LiveServer, live_openwebui
 from tests.openwebui_stub import ADMIN_TOKEN, USER_TOKEN, openwebui_stub
-from tests.portkey_stub import API_KEY, Fault, portkey_stub, tls_portkey_stub
+from tests.portkey_stub import API_KEY, Fault, StubServer, portkey_stub, tls_portkey_stub
 from tests.proxy_stub import closed_port
 from tests.replay_helpers import make_feedback
 
@@ -79,6 +84,7 @@ class Case:
     says: str  # and a piece of its message
     env: dict[str, str] = field(default_factory=dict)
     scan: list[Path] = field(default_factory=list)  # files it writes that are messages too
+    stop_after: float | None = None  # a server: stopped with SIGTERM after this many seconds
 
 
 @dataclass
@@ -106,6 +112,7 @@ def run_all(cases: list[Case], home: Path) -> list[Ran]:
                 "argv": c.argv,
                 "env": {**base, "NO_PROXY": "*", "XDG_STATE_HOME": str(home / f"xdg{i}"), **c.env},
                 "cwd": str(home),
+                "stop_after": c.stop_after,
             }
             for i, c in enumerate(cases)
         ]
@@ -141,6 +148,32 @@ def slow_export(seconds: float) -> Any:
         yield REAL_EXPORT.read_bytes()
 
     return chunks
+
+
+def listened_then_all_deleted(tmp: Path, live: LiveServer, portkey: StubServer) -> Path:
+    """A listener's state that saw the real export's 8 ratings, all deleted since."""
+    work = tmp / "listen"
+    settings = ListenSettings(
+        host="127.0.0.1",
+        port=0,
+        openwebui_url=live.url,
+        mapping=MappingOptions(),
+        workdir=work,
+        replay=ReplaySettings(base_url=portkey.url, state_file=work / "ledger.sqlite3"),
+    )
+    for record in json.loads(REAL_EXPORT.read_text("utf-8")):
+        live.owui.records[record["id"]] = record
+    lines: list[str] = []
+    running = start(settings, Secret(ADMIN_TOKEN, "test"), Secret(API_KEY, "test"), lines.append)
+    try:
+        end = time.monotonic() + 10
+        while not any(line.startswith("reconciled:") for line in lines):
+            assert time.monotonic() < end, lines
+            time.sleep(0.02)
+    finally:
+        assert running.shutdown(grace=4.5)
+    live.owui.delete_all()
+    return work / "ledger.sqlite3"
 
 
 def damage(state: Path, copy: Path) -> Path:
@@ -220,6 +253,8 @@ def test_no_command_names_an_option_it_does_not_have(tmp_path: Path) -> None:
         damaged = damage(first, tmp_path / "damaged.sqlite3")
         refused_state = tmp_path / "refused.sqlite3"  # Portkey refused one line of "refused"
         refusing = stack.enter_context(portkey_stub(faults=[Fault("400")]))
+        live = stack.enter_context(live_openwebui())
+        listened = listened_then_all_deleted(tmp_path, live, portkey)
         with environment(PORTKEY_API_KEY=API_KEY):
             done = run_cli(
                 "replay",
@@ -486,6 +521,27 @@ def test_no_command_names_an_option_it_does_not_have(tmp_path: Path) -> None:
                 2,
                 "--secret-file nope",
                 sync_env,
+            ),
+            Case(
+                [
+                    "listen",
+                    "--workdir",
+                    str(listened.parent),
+                    "--state-file",
+                    str(listened),
+                    "--portkey-url",
+                    portkey.url,
+                    "--openwebui-url",
+                    live.url,
+                    "--listen",
+                    "127.0.0.1:0",
+                    "--max-withdraw",
+                    "2",
+                ],
+                130,
+                "more than --max-withdraw 2",
+                {**key, **token},
+                stop_after=4,
             ),
             # state, config, completion
             Case(["state", "--state-file", str(damaged)], 13, "state --backup"),
