@@ -57,7 +57,8 @@ def test_every_stop_reason_has_an_exit_code_and_a_message(reason: StopReason) ->
     code, message = stop_outcome(reason, "detail", "http://127.0.0.1:9")
     assert code != ExitCode.OK and message
     if reason is StopReason.WRONG_URL:
-        assert code == ExitCode.ENDPOINT and "--portkey-url http://127.0.0.1:9/v1" in message
+        # called from Python: the setting's argument name (a command names its own flag)
+        assert code == ExitCode.ENDPOINT and "base_url=http://127.0.0.1:9/v1" in message
 
 
 @pytest.mark.parametrize(
@@ -72,7 +73,7 @@ def test_every_stop_reason_has_an_exit_code_and_a_message(reason: StopReason) ->
 )
 def test_the_suggested_url_is_computed_from_the_one_given(given: str, meant: str) -> None:
     _, message = stop_outcome(StopReason.WRONG_URL, "detail", given)
-    assert f"--portkey-url {meant}." in message
+    assert f"base_url={meant}." in message
 
 
 def test_retry_after_forms() -> None:

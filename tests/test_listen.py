@@ -253,7 +253,7 @@ def test_a_mass_deletion_over_the_cap_withdraws_nothing_and_says_so(tmp_path: Pa
         assert status == 200 and refusal["would_withdraw"] == 8 and refusal["max_withdraw"] == 5
         assert "none withdrawn" in refusal["message"]
         (said,) = [line for line in m.lines if line.startswith("refused:")]
-        assert "8 ratings disappeared" in said and "--max-withdraw 5" in said
+        assert "8 ratings disappeared" in said and "max_withdraw=5" in said  # start(): Python
         with listening(tmp_path, pk, owui, max_withdraw=5) as again:
             wait_for(reconciled(again))  # still over the cap after a restart: still nothing
         assert pk.state.updates == [] and any(x.startswith("refused:") for x in again.lines)
@@ -319,7 +319,7 @@ def test_no_withdraw_keeps_deleted_ratings_and_says_so(tmp_path: Path) -> None:
     with mirror(tmp_path, records[:3], withdraw=False) as m:
         wait_for(reconciled(m))
         m.owui.owui.delete(records[0]["id"])
-        wait_for(lambda: any("--no-withdraw" in line for line in m.lines))
+        wait_for(lambda: any("(withdraw=False)" in line for line in m.lines))
     assert m.portkey.state.updates == [] and len(m.portkey.state.stored) == 3
 
 
@@ -546,4 +546,4 @@ def test_a_lost_state_is_refused_before_anything_is_sent_again(tmp_path: Path) -
             wait_for(reconciled(again))
     assert refused.value.code == ExitCode.NO_STATE
     assert "listen.journal.jsonl records 3 deliveries" in str(refused.value)
-    assert "--new-state" in str(refused.value) and len(pk.state.stored) == 6
+    assert "new_state=True" in str(refused.value) and len(pk.state.stored) == 6
