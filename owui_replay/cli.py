@@ -1089,6 +1089,7 @@ def run_state(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> Exi
     from owui_replay.delivery_state import backup_state, default_state_path, list_endpoints
 
     path = Path(args.state_file) if args.state_file else default_state_path()
+    done: dict[str, Any] = {}  # what --backup, --forget or --prune did, for --json
     if args.backup:
         busy = _endpoints_in_use(path)
         copied = backup_state(path, Path(args.backup))
@@ -1099,13 +1100,14 @@ def run_state(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> Exi
                 "the copy does not know what that run sends after this moment. To move the "
                 "state, copy it again after the run has ended (or was killed).\n"
             )
-        return ExitCode.OK
-    if args.forget or args.prune:
-        _forget_endpoints(path, args.forget, stderr)
+        done = {"backup": args.backup, "sending_while_copied": busy}
+    elif args.forget or args.prune:
+        done = {"forgotten": _forget_endpoints(path, args.forget, stderr)}
+    if done and not args.json:
         return ExitCode.OK
     endpoints = list_endpoints(path)
     if args.json:
-        doc = {"state": str(path), "endpoints": {name: c for name, c in endpoints}}
+        doc = {"state": str(path), "endpoints": {name: c for name, c in endpoints}, **done}
         stdout.write(json.dumps(doc, indent=2) + "\n")
         return ExitCode.OK
     stdout.write(f"delivery state: {path}{'' if path.exists() else ' (not created yet)'}\n")
@@ -1131,8 +1133,9 @@ def _endpoints_in_use(path: Path) -> list[str]:
     return busy
 
 
-def _forget_endpoints(path: Path, url: str | None, stderr: IO[str]) -> None:
-    """--forget URL, or --prune: every endpoint with nothing delivered and nothing uncertain."""
+def _forget_endpoints(path: Path, url: str | None, stderr: IO[str]) -> dict[str, Any]:
+    """--forget URL, or --prune: every endpoint with nothing delivered and nothing uncertain.
+    Returns what was known of each endpoint forgotten."""
     from owui_replay.delivery_state import list_endpoints
     from owui_replay.urls import normalized_url
 
@@ -1144,24 +1147,29 @@ def _forget_endpoints(path: Path, url: str | None, stderr: IO[str]) -> None:
         names = [n for n, c in list_endpoints(path) if not c["delivered"] and not c["uncertain"]]
         if not names:
             stderr.write(f"{PROG}: nothing to prune: every endpoint holds deliveries ({path})\n")
+    forgotten = {}
     for endpoint in names:
-        stderr.write(f"{PROG}: {_forget(path, endpoint)}\n")
+        forgotten[endpoint] = known = _forget(path, endpoint)
+        if not (known["delivered"] or known["uncertain"] or known["refused"]):
+            said = f"{endpoint}: nothing was delivered, uncertain or refused there; forgotten"
+        else:
+            said = (
+                f"forgot {endpoint}: {known['delivered']} delivered, {known['uncertain']} "
+                f"uncertain, {known['refused']} refused"
+            )
+        stderr.write(f"{PROG}: {said} ({path})\n")
+    return forgotten
 
 
-def _forget(path: Path, endpoint: str) -> str:
-    """Forget one endpoint; say what was known of it, by kind."""
+def _forget(path: Path, endpoint: str) -> dict[str, int]:
+    """Forget one endpoint; return what was known of it, by kind."""
     from owui_replay.delivery_state import DeliveryState
 
     with DeliveryState(path, endpoint) as state:
         state.lock()
         known = state.counts()
         state.forget()
-    if not (known["delivered"] or known["uncertain"] or known["refused"]):
-        return f"{endpoint}: nothing was delivered, uncertain or refused there; forgotten ({path})"
-    return (
-        f"forgot {endpoint}: {known['delivered']} delivered, {known['uncertain']} uncertain, "
-        f"{known['refused']} refused ({path})"
-    )
+    return dict(known)
 
 
 DOWNLOAD_EPILOG = """\
@@ -1596,9 +1604,7 @@ def _pop_traceback(words: list[str]) -> bool:
     return given or os.environ.get("OWUI_REPLAY_TRACEBACK", "") not in ("", "0")
 
 
-def _execute(
-    words: list[str], stdout: IO[str], stderr: IO[str]
-) -> int:
+def _execute(words: list[str], stdout: IO[str], stderr: IO[str]) -> int:
     config_file = _pop_config(words)
     parser = build_parser()
     if not words:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 from contextlib import ExitStack
 from pathlib import Path
@@ -67,6 +68,9 @@ def test_every_json_output_is_one_document_on_stdout(tmp_path: Path) -> None:
             ).code
             == 0
         )
+        copies = [tmp_path / f"state{i}.sqlite3" for i in range(3)]  # one per changing run
+        for copy in copies:
+            shutil.copyfile(state, copy)
         env = {"PORTKEY_API_KEY": API_KEY, "OPENWEBUI_TOKEN": ADMIN_TOKEN}
         sync = ["sync", "--openwebui-url", owui.url, "--portkey-url", portkey.url]
         runs: list[tuple[list[str], bool]] = [  # (argv, whether it has a result to print)
@@ -171,6 +175,9 @@ def test_every_json_output_is_one_document_on_stdout(tmp_path: Path) -> None:
             (["inspect", str(REAL_EXPORT)], True),
             (["inspect", missing], False),
             (["state", "--state-file", str(state)], True),
+            (["state", "--state-file", str(copies[0]), "--prune"], True),
+            (["state", "--state-file", str(copies[1]), "--forget", portkey.url], True),
+            (["state", "--state-file", str(copies[2]), "--backup", str(tmp_path / "b")], True),
             (["state", "--state-file", str(bad_toml)], False),
             (["config"], True),
             (["config", "sync"], True),
@@ -204,3 +211,5 @@ def test_every_json_output_is_one_document_on_stdout(tmp_path: Path) -> None:
         if not isinstance(doc, dict) or doc.get("exit_code", done["code"]) != done["code"]:
             problems.append(f"not one object with the exit code: {said}")
     assert not problems, "\n\n".join(problems)
+    forget = next(d for (a, _), d in zip(runs, results, strict=True) if "--forget" in a)
+    assert json.loads(forget["stdout"])["forgotten"][portkey.url]["delivered"] == 8
