@@ -767,7 +767,7 @@ def start(
             server = ListenServer(settings.host, settings.port, receiver)
         except OSError as exc:
             raise UsageError(
-                f"{option('listen', f'{settings.host}:{settings.port}')}: {exc.strerror or exc}"
+                f"{option('listen')} {settings.host}:{settings.port}: {exc.strerror or exc}"
             ) from None
         if settings.public_url is None:
             listener.public = f"http://{settings.host}:{server.port}"

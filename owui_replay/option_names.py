@@ -2,12 +2,13 @@
 
 Library code does not know who called it. The Open WebUI timeout is `--download-timeout` under
 `sync`, `--timeout` under `download`, `--openwebui-timeout` under `listen`, and a Python
-caller passes `download_timeout=`; `verify` has no `--since` at all. So no library message
-spells a flag: it names the setting by its key, `option("openwebui_timeout")`, and gets the
-name its reader can act on. The command line installs a namer for the length of a command
-(`naming()`), which returns the flag that command registered for the setting (argparse knows
-it), or plain words when the command has none; with no namer installed (the Python API) the
-key becomes the keyword argument or settings field that sets it.
+caller passes `timeout=` or `download_timeout=`; `verify` has no `--since` at all. So no
+library message spells a flag: it names the setting by its key, `option("openwebui_timeout")`,
+and gets the name its reader can act on. The command line installs a lookup for the length of
+a command (`naming()`, cli.flag_namer): the flag that command registered for the setting
+(argparse knows it), or None, and then plain words; with none installed (the Python API) the
+key becomes the keyword argument or settings field that sets it. The lookup is the process's
+own, as the command line runs one command per process.
 
 The name is rendered when the message is made, so nothing has to be rewritten later, whatever
 way the text leaves (an exception, a log line, a summary, a JSON field, an HTML page). Text
@@ -36,7 +37,7 @@ SETTINGS: dict[str, Setting] = {
     "ca_bundle": Setting("verify_tls", "the CA bundle"),
     "export": Setting("export", "the export"),
     "json": Setting("as_dict()", "JSON output"),
-    "listen": Setting("ListenSettings.host/port", "the listen address"),
+    "listen": Setting("host, port", "the listen address"),
     "max_withdraw": Setting("max_withdraw", "the withdrawal limit"),
     "new_state": Setting("new_state=True", "a new state"),
     "no_verify": Setting("verify_manifest=False", "skipping the manifest check"),
