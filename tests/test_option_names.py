@@ -150,6 +150,33 @@ def slow_export(seconds: float) -> Any:
     return chunks
 
 
+def delivered_then_older(tmp: Path, url: str) -> tuple[Path, Path]:
+    """A rating delivered, and a handoff with a change to it whose updated_at went back (no
+    manifest: no export time says which is newer)."""
+    state = tmp / "older.sqlite3"
+    for name, value, updated_at in (("newer", 1, "200"), ("older", -1, "100")):
+        (tmp / name).mkdir()
+        line = {
+            "trace_id": "c:m",
+            "value": value,
+            "weight": 1,
+            "metadata": {"feedback_id": "fb-1", "updated_at": updated_at},
+        }
+        (tmp / name / "feedback.jsonl").write_text(json.dumps(line) + "\n", "utf-8")
+    with environment(PORTKEY_API_KEY=API_KEY):
+        done = run_cli(
+            "replay",
+            str(tmp / "newer" / "feedback.jsonl"),
+            "--portkey-url",
+            url,
+            "--state-file",
+            str(state),
+            "-q",
+        )
+    assert done.code == 0, done.stderr
+    return tmp / "older" / "feedback.jsonl", state
+
+
 def listened_then_all_deleted(tmp: Path, live: LiveServer, portkey: StubServer) -> Path:
     """A listener's state that saw the real export's 8 ratings, all deleted since."""
     work = tmp / "listen"
@@ -253,6 +280,7 @@ def test_no_command_names_an_option_it_does_not_have(tmp_path: Path) -> None:
         damaged = damage(first, tmp_path / "damaged.sqlite3")
         refused_state = tmp_path / "refused.sqlite3"  # Portkey refused one line of "refused"
         refusing = stack.enter_context(portkey_stub(faults=[Fault("400")]))
+        older, older_state = delivered_then_older(tmp_path, portkey.url)
         live = stack.enter_context(live_openwebui())
         listened = listened_then_all_deleted(tmp_path, live, portkey)
         with environment(PORTKEY_API_KEY=API_KEY):
@@ -378,6 +406,19 @@ def test_no_command_names_an_option_it_does_not_have(tmp_path: Path) -> None:
                 key,
             ),
             Case(["replay", str(REAL_EXPORT)], 3, "convert", key),
+            Case(
+                [
+                    "replay",
+                    str(older),
+                    "--portkey-url",
+                    portkey.url,
+                    "--state-file",
+                    str(older_state),
+                ],
+                4,  # a changed rating not sent is not success
+                "--send-older sends them",
+                key,
+            ),
             Case(["replay", str(f["signed"]), "--allowed-signers", str(f["signers"])], 9, "", key),
             Case(
                 [
