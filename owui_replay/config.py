@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from owui_replay.errors import UsageError
+from owui_replay.option_names import command_flag
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -258,7 +259,8 @@ def _refuse_unknown(
     if key in ONE_RUN:
         raise UsageError(
             f"{where}: a one-run override does not belong in the configuration file (it would "
-            f"apply to every run unseen): give --{key.replace('_', '-')} on the command line"
+            f"apply to every run unseen): give {command_flag(key) or 'it'} on the command line "
+            "of the run it is for"
         )
     known = known_keys(parsers, table)
     if key not in known:

@@ -30,6 +30,7 @@ from owui_replay.delivery_state import DeliveryState, rating_of
 from owui_replay.live_state import Fetched, LiveState, Seen, new_or_changed
 from owui_replay.mapping import Mapper, MappingOptions
 from owui_replay.openwebui_live import IdEntry, LiveOpenWebUI
+from owui_replay.option_names import option
 
 FETCH_CONCURRENCY = 8
 HISTORY = (
@@ -41,9 +42,9 @@ FULL_ABOVE = 0.10  # more changed than this share of the history: the export is 
 def tracking_refusal(options: MappingOptions, user_scope: bool) -> str | None:
     """Why this run cannot keep a source's history (None: it can)."""
     if user_scope:
-        return "--user-scope sees only the token owner's ratings"
+        return f"{option('user_scope')} sees only the token owner's ratings"
     if options.since is not None or options.until is not None:
-        return "--since/--until see only part of the ratings"
+        return f"{option('since')}/{option('until')} see only part of the ratings"
     kept = Mapper(options).select({"feedback_id": "x", "updated_at": "1"})
     if set(kept) != {"feedback_id", "updated_at"}:
         return "the metadata options drop feedback_id or updated_at"

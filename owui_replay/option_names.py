@@ -36,6 +36,7 @@ SETTINGS: dict[str, Setting] = {
     "api_key_file": Setting("file", "the API key file"),
     "ca_bundle": Setting("verify_tls", "the CA bundle"),
     "export": Setting("export", "the export"),
+    "full": Setting("full=True", "a full read"),
     "json": Setting("as_dict()", "JSON output"),
     "listen": Setting("host, port", "the listen address"),
     "max_withdraw": Setting("max_withdraw", "the withdrawal limit"),
@@ -64,6 +65,7 @@ SETTINGS: dict[str, Setting] = {
     "until": Setting("until", "the until bound"),
     "user_scope": Setting("user_scope=True", "your own ratings only"),
     "wait": Setting("wait=True", "waiting for the other run"),
+    "withdraw_missing": Setting("withdraw_missing=True", "withdrawing what the export lacks"),
 }
 
 # convert's options as a handoff's rejects file names them: the same bytes whoever converts
@@ -82,6 +84,11 @@ def option(key: str, value: object = None) -> str:
     flag = _flag_of(key)
     name = flag if flag is not None else setting.words
     return name if value is None else f"{name} {value}"
+
+
+def command_flag(dest: str) -> str | None:
+    """The running command's flag for argparse DEST (a configuration key), if it has one."""
+    return _flag_of(dest) if _flag_of is not None else None
 
 
 def command_option(command: str, flag: str) -> str:

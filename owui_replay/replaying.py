@@ -606,9 +606,9 @@ def complete_source(feedback: Path, settings: ReplaySettings) -> str:
     """For --withdraw-missing: the Open WebUI this handoff is a complete admin export of, from
     its manifest; UsageError (one line, nothing sent) when the handoff cannot say so."""
     name = HandoffPaths.for_output(feedback).manifest
-    why = "--withdraw-missing needs a complete admin export"
+    why = f"{option('withdraw_missing')} needs a complete admin export"
     if not settings.verify_manifest:
-        raise UsageError(f"{why} checked against its manifest: drop --no-verify")
+        raise UsageError(f"{why} checked against its manifest: drop {option('no_verify')}")
     try:
         manifest = json.loads(name.read_text("utf-8"))
         given, options = manifest["input"], manifest["options"]
@@ -621,10 +621,16 @@ def complete_source(feedback: Path, settings: ReplaySettings) -> str:
             f"owui-replay download did not write, or an older one's); {why}"
         )
     if given.get("scope") != "admin":
-        raise UsageError(f"{name}: a --user-scope download holds one user's ratings; {why}")
+        raise UsageError(
+            f"{name}: an export downloaded with {command_option('download', 'user-scope')} "
+            f"holds one user's ratings; {why}"
+        )
     if given.get("complete") is not True:
         raise UsageError(f"{name}: an incremental read holds only what changed; {why}")
-    for option in ("since", "until"):
-        if isinstance(options, dict) and options.get(option) is not None:
-            raise UsageError(f"{name}: converted with --{option}, so it holds part; {why}")
+    for bound in ("since", "until"):
+        if isinstance(options, dict) and options.get(bound) is not None:
+            raise UsageError(
+                f"{name}: converted with {command_option('convert', bound)}, so it holds part; "
+                f"{why}"
+            )
     return source

@@ -42,6 +42,7 @@ from owui_replay.incremental import (
 )
 from owui_replay.live_state import LiveState, Seen, new_or_changed
 from owui_replay.openwebui_live import LiveOpenWebUI
+from owui_replay.option_names import option
 from owui_replay.portkey_client import PortkeyClient
 from owui_replay.secrets import Secret
 from owui_replay.settings import ReplaySettings, SyncSettings
@@ -89,7 +90,7 @@ def read(
 
 def _why_full(settings: SyncSettings, history: History, present: dict[str, int]) -> str | None:
     if settings.full:
-        return "--full"
+        return option("full")
     if not history.usable:
         return "no history of this Open WebUI with these options yet"
     changed = len(new_or_changed(present, history.seen))
@@ -255,7 +256,7 @@ def _decide(
     if not gone:
         return False
     if not policy.withdraw:
-        log(f"{len(gone)} ratings gone from Open WebUI; not withdrawn (--no-withdraw)")
+        log(f"{len(gone)} ratings gone from Open WebUI; not withdrawn ({option('no_withdraw')})")
         return False
     out.refused = over_cap(len(gone), policy.max_withdraw, policy.rerun)
     if out.refused is not None:

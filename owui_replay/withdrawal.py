@@ -21,6 +21,7 @@ from owui_replay.delivery import Deliverer, DeliveryStats, FailedFile, Send
 from owui_replay.delivery_state import DeliveryState, Rating, content_hash, rating_of
 from owui_replay.journal import Journal
 from owui_replay.live_state import LiveState, Seen
+from owui_replay.option_names import option
 from owui_replay.portkey_client import PortkeyClient
 from owui_replay.settings import DeliveryOptions
 
@@ -40,9 +41,10 @@ def over_cap(count: int, max_withdraw: int, advice: str) -> str | None:
     if count <= max_withdraw:
         return None
     return (
-        f"{count} ratings disappeared from Open WebUI, more than --max-withdraw "
-        f"{max_withdraw}: none withdrawn; if the deletion was meant, {advice} with a higher "
-        "--max-withdraw (or --no-withdraw to keep them)"
+        f"{count} ratings disappeared from Open WebUI, more than "
+        f"{option('max_withdraw', max_withdraw)}: none withdrawn; if the deletion was meant, "
+        f"{advice} with a higher {option('max_withdraw')} (or {option('no_withdraw')} to keep "
+        "them)"
     )
 
 

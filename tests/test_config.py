@@ -87,7 +87,8 @@ def test_the_file_sets_what_the_command_runs_with(tmp_path: Path) -> None:
         ("[portkey]\nurl = 'x'\n", "unknown table [portkey]"),
         ("[replay\n", "not valid TOML"),
         ("[openwebui]\ntoken = 'sk-do-not-echo'\n", "a secret does not belong"),
-        ("[replay]\nnew_state = true\n", "give --new-state on the command line"),
+        # read by convert, which has no --new-state: the line names no flag it lacks
+        ("[replay]\nnew_state = true\n", "give it on the command line of the run"),
         ("[openwebui]\nthumbs_down_value = -5\n", "no command reads this key from [openwebui]"),
         ("[convert]\nconcurrency = 3\n", "no command reads this key from [convert]"),
         ("[replay]\nskip_approvals = true\n", "a one-run override does not belong"),

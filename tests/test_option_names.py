@@ -238,6 +238,8 @@ def handoffs(tmp: Path) -> dict[str, Path]:
     files["empty"].write_text("[]", "utf-8")
     files["bad_ca"] = tmp / "bad-ca.pem"
     files["bad_ca"].write_text("not a certificate\n", "utf-8")
+    files["one_run"] = tmp / "one-run.toml"
+    files["one_run"].write_text("[replay]\nnew_state = true\n", "utf-8")
     files["bad_toml"] = tmp / "bad.toml"
     files["bad_toml"].write_text("[replay\nstate_file = 1\n", "utf-8")
     files["signers"] = tmp / "config" / "owui-replay" / "allowed_signers"  # a machine's own
@@ -589,6 +591,20 @@ def test_no_command_names_an_option_it_does_not_have(tmp_path: Path) -> None:
             Case(["state", "--state-file", str(first), "--forget", "http://127.0.0.1:1/v1"], 0, ""),
             Case(["config", "--config", str(f["bad_toml"])], 2, "bad.toml"),
             Case(["completion", "tcsh"], 2, "invalid choice"),
+            Case(
+                ["convert", str(REAL_EXPORT), "--dry-run", "--config", str(f["one_run"])],
+                2,
+                "give it on the command line",
+            ),
+            Case(
+                ["replay", good, "--config", str(f["one_run"])], 2, "give --new-state on the", key
+            ),
+            Case(
+                ["replay", good, "--portkey-url", portkey.url, "--withdraw-missing", "--no-verify"],
+                2,
+                "drop --no-verify",
+                key,
+            ),
         ]
         ran = run_all(cases, tmp_path)
     problems = []
@@ -632,6 +648,14 @@ def spelled_flags(path: Path) -> list[str]:
                 f"{path.name}:{node.lineno}: {flag}"
                 for flag in FLAG.findall(node.value)
                 if flag not in GLOBAL_FLAGS
+            ]
+        if isinstance(node, ast.JoinedStr):  # f"--{name}": a flag spelled from a variable
+            found += [
+                f"{path.name}:{node.lineno}: --{{...}}"
+                for piece, after in zip(node.values, node.values[1:], strict=False)
+                if isinstance(piece, ast.Constant)
+                and re.search(r"(?<![\w-])--$", str(piece.value))
+                and isinstance(after, ast.FormattedValue)
             ]
     return found
 
