@@ -144,9 +144,14 @@ class InputDigest:
         return self._hex
 
     def cancel(self) -> None:
-        if self._child is not None and self._child.poll() is None:
-            self._child.kill()
-            self._child.communicate()
+        """Stop the child if it still runs, reap it and close its pipes (a child that has
+        exited on its own still holds them until communicate)."""
+        child = self._child
+        if child is None or child.stdout is None or child.stdout.closed:
+            return  # stdin, or collected by hexdigest or an earlier cancel
+        if child.poll() is None:
+            child.kill()
+        child.communicate()
 
 
 class RawCounter:
@@ -357,9 +362,16 @@ class ExportStream:
         return self.raw.digest.hexdigest(self.name, self.raw.bytes_read)
 
     def close(self) -> None:
+        """Release the file and stop the hashing child (safe to call more than once)."""
         self.raw.digest.cancel()  # a no-op once the digest was collected
         for closer in reversed(self._closers):
             closer.close()
+
+    def __enter__(self) -> ExportStream:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
 
 _CARET_COLUMN = 40  # yajl pads its context line so the error sits under column 40
@@ -476,11 +488,13 @@ def open_export(path: str) -> ExportStream:
             regular = stat.S_ISREG(info.st_mode)
         except OSError:
             size, regular = None, False
-    raw = RawCounter(raw_file, InputDigest(path if path != "-" and regular else None))
+    digest: InputDigest | None = None
     try:
-        return _sniff(name, raw, size, closers)
+        digest = InputDigest(path if path != "-" and regular else None)
+        return _sniff(name, RawCounter(raw_file, digest), size, closers)
     except BaseException:  # every path releases the child hasher and the file handles
-        raw.digest.cancel()
+        if digest is not None:
+            digest.cancel()
         _close_all(closers)
         raise
 

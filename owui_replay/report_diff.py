@@ -59,16 +59,24 @@ class Comparer:
         self.previous = previous
         self.rows = rows
         self._folder = tempfile.TemporaryDirectory(prefix="owui-replay-report-")
-        self._db = sqlite3.connect(Path(self._folder.name) / "compare.sqlite3")
-        self._db.executescript(
-            "PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF;"
-            "CREATE TABLE previous (key TEXT PRIMARY KEY, content TEXT, value INT, line INT);"
-        )
+        try:
+            self._db = sqlite3.connect(Path(self._folder.name) / "compare.sqlite3")
+        except BaseException:
+            self._folder.cleanup()
+            raise
         self._pending: list[tuple[str, str, int, int]] = []
-        self._table = "previous"
-        self.previous_lines = scan_feedback(previous, self._visit).lines
-        self._flush()
-        self.restart()
+        try:  # a bad previous file: the caller gets no object to close, so release it here
+            self._db.executescript(
+                "PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF;"
+                "CREATE TABLE previous (key TEXT PRIMARY KEY, content TEXT, value INT, line INT);"
+            )
+            self._table = "previous"
+            self.previous_lines = scan_feedback(previous, self._visit).lines
+            self._flush()
+            self.restart()
+        except BaseException:
+            self.close()
+            raise
 
     def restart(self) -> None:
         """Forget the current file's lines (its pass is being made again)."""

@@ -307,32 +307,34 @@ def test_the_final_names_appear_all_together_or_not_at_all(tmp_path: Path) -> No
 
     paths = HandoffPaths.for_output(tmp_path / "f.jsonl")
     sink = FileSink(paths)
-    sink.payload(b"{}\n")
-    paths.manifest.mkdir()  # the last rename would fail
-    with pytest.raises(InputError, match="is a folder"):
-        sink.commit({})
+    try:
+        sink.payload(b"{}\n")
+        paths.manifest.mkdir()  # the last rename would fail
+        with pytest.raises(InputError, match="is a folder"):
+            sink.commit({})
+    finally:
+        sink.close_quietly()  # as Converter.run does after a failed commit
     assert not paths.output.exists() and not paths.rejects.exists()
 
 
 def test_ctrl_c_names_the_partial_files_it_leaves(tmp_path: Path) -> None:
     out = tmp_path / "f.jsonl"
-    process = subprocess.Popen(
+    with subprocess.Popen(
         [sys.executable, "-m", "owui_replay", "convert", "-", "-o", str(out)],
         stdin=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )  # fmt: skip
-    data = big_export(40)
-    assert process.stdin is not None
-    process.stdin.write(data[: len(data) // 2])
-    process.stdin.flush()
-    partial = tmp_path / "f.jsonl.partial"
-    deadline = time.monotonic() + 20
-    while not (partial.exists() and partial.stat().st_size) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    process.send_signal(signal.SIGINT)
-    process.wait(timeout=20)  # stdin stays open: the parser must not see its end first
-    assert process.stderr is not None
-    stderr = process.stderr.read().decode()
-    process.stdin.close()
+    ) as process:  # fmt: skip
+        data = big_export(40)
+        assert process.stdin is not None
+        process.stdin.write(data[: len(data) // 2])
+        process.stdin.flush()
+        partial = tmp_path / "f.jsonl.partial"
+        deadline = time.monotonic() + 20
+        while not (partial.exists() and partial.stat().st_size) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=20)  # stdin stays open: the parser must not see its end first
+        assert process.stderr is not None
+        stderr = process.stderr.read().decode()
     assert process.returncode == ExitCode.INTERRUPTED, stderr
     assert stderr.count("\n") == 1 and str(partial) in stderr
     for left in tmp_path.glob("*.partial"):  # what is left is named, and nothing empty is left

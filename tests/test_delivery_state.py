@@ -268,7 +268,7 @@ def test_two_runs_to_one_endpoint_cannot_overlap(tmp_path: Path) -> None:
         import subprocess
         import sys
 
-        holder = subprocess.Popen(
+        with subprocess.Popen(
             [sys.executable, "-c",
              "import sys,time; from pathlib import Path; "
              "from owui_replay.delivery_state import DeliveryState; "
@@ -276,16 +276,15 @@ def test_two_runs_to_one_endpoint_cannot_overlap(tmp_path: Path) -> None:
              "print('held', flush=True); time.sleep(30)",
              str(default_state_path()), stub.url],
             stdout=subprocess.PIPE, text=True,
-        )  # fmt: skip
-        try:
-            assert holder.stdout is not None and holder.stdout.readline() == "held\n"
-            busy = replay_in_process(feedback, stub.url)
-            other = make_feedback(tmp_path / ".." / tmp_path.name, 3, name="other.jsonl")
-            with portkey_stub() as elsewhere:  # another endpoint is not held
-                assert replay_in_process(other, elsewhere.url).code == 0
-        finally:
-            holder.kill()
-            holder.wait()
+        ) as holder:  # fmt: skip
+            try:
+                assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+                busy = replay_in_process(feedback, stub.url)
+                other = make_feedback(tmp_path / ".." / tmp_path.name, 3, name="other.jsonl")
+                with portkey_stub() as elsewhere:  # another endpoint is not held
+                    assert replay_in_process(other, elsewhere.url).code == 0
+            finally:
+                holder.kill()  # leaving the with block waits for it and closes its pipe
         assert busy.code == ExitCode.BUSY and "another owui-replay run is sending" in busy.stderr
         assert stub.state.requests == 0
         assert replay_in_process(feedback, stub.url).code == 0

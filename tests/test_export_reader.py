@@ -16,11 +16,8 @@ from tests.helpers import FIXTURES, REAL_EXPORT
 
 
 def read_all(path: Path | str) -> tuple[list[object], object]:
-    stream = open_export(str(path))
-    try:
+    with open_export(str(path)) as stream:
         return list(stream.records()), stream
-    finally:
-        stream.close()
 
 
 def write(tmp_path: Path, data: bytes, name: str = "export.json") -> Path:
@@ -172,9 +169,8 @@ def test_broken_files_name_the_record_and_byte_offset(
     tmp_path: Path, data: bytes, offset: int | None, reason: str
 ) -> None:
     path = write(tmp_path, data)
-    stream = open_export(str(path))
     seen = []
-    with pytest.raises(InputError) as caught:
+    with open_export(str(path)) as stream, pytest.raises(InputError) as caught:
         seen.extend(stream.records())
     message = str(caught.value)
     assert seen == [{"id": "a"}, {"id": "b"}]  # every complete record before the break
@@ -189,8 +185,10 @@ def test_offsets_are_exact_deep_inside_a_large_file(tmp_path: Path) -> None:
     good = json.dumps([{"id": str(i), "pad": "x" * 5000} for i in range(300)]).encode()
     data = good[:-1] + b', {"id": NaN}]'
     bad_at = data.index(b"NaN")
-    stream = open_export(str(write(tmp_path, data)))
-    with pytest.raises(InputError, match=f"byte offset {bad_at} in record index 300"):
+    with (
+        open_export(str(write(tmp_path, data))) as stream,
+        pytest.raises(InputError, match=f"byte offset {bad_at} in record index 300"),
+    ):
         list(stream.records())
 
 
@@ -198,15 +196,20 @@ def test_offsets_are_exact_deep_inside_a_large_file(tmp_path: Path) -> None:
 def test_offsets_are_exact_across_chunk_boundaries(tmp_path: Path, shift: int) -> None:
     head = b'[{"id": "' + b"y" * (65536 + shift) + b'"},'
     data = head + b'{"id": NaN}]'
-    stream = open_export(str(write(tmp_path, data)))
-    with pytest.raises(InputError, match=f"byte offset {data.index(b'NaN')} in record index 1"):
+    at = data.index(b"NaN")
+    with (
+        open_export(str(write(tmp_path, data))) as stream,
+        pytest.raises(InputError, match=f"byte offset {at} in record index 1"),
+    ):
         list(stream.records())
 
 
 def test_gzip_truncation_is_reported(tmp_path: Path) -> None:
     blob = gzip.compress(REAL_EXPORT.read_bytes())
-    stream = open_export(str(write(tmp_path, blob[: len(blob) // 2], "cut.json.gz")))
-    with pytest.raises(InputError, match=r"truncated|ends early|malformed"):
+    with (
+        open_export(str(write(tmp_path, blob[: len(blob) // 2], "cut.json.gz"))) as stream,
+        pytest.raises(InputError, match=r"truncated|ends early|malformed"),
+    ):
         list(stream.records())
 
 
@@ -227,3 +230,21 @@ def test_locate_handles_undecodable_yajl_messages() -> None:
     )
     reason, offset = locate_parse_error(message, Fake())  # type: ignore[arg-type]
     assert reason.startswith("invalid UTF-8: byte 0xFF (invalid start byte") and offset == 7
+
+
+def test_close_reaps_the_hashing_child_and_closes_its_pipes(tmp_path: Path) -> None:
+    path = write(tmp_path, REAL_EXPORT.read_bytes())
+    for child_done in (False, True):
+        stream = open_export(str(path))
+        child = stream.raw.digest._child
+        assert child is not None
+        try:
+            if child_done:  # it hashed the whole file and exited; its pipes stay open till read
+                child.wait()
+        finally:
+            stream.close()
+        assert child.returncode is not None
+        assert child.stdout is not None and child.stdout.closed
+        assert child.stderr is not None and child.stderr.closed
+        assert stream.raw._raw.closed  # type: ignore[attr-defined]
+        stream.close()  # twice is harmless

@@ -447,7 +447,8 @@ def test_each_day_is_a_handoff_that_verify_and_inspect_accept(tmp_path: Path) ->
         wait_for(lambda: m.running.listener.health.sent["withdrawn"] == 1)
         wait_for(lambda: m.health()[1]["queue_depth"] == 0)
         day = tmp_path / "work" / "audit" / today()
-        (day / "records.jsonl").open("ab").write(b'{"id": "cut by a cra')  # a crash mid-line
+        with (day / "records.jsonl").open("ab") as records_file:
+            records_file.write(b'{"id": "cut by a cra')  # a crash mid-line
         owui.update(records[2]["id"], -1)
         wait_for(lambda: m.holds()[records[2]["id"]][0]["value"] == -1)
         wait_for(lambda: m.health()[1]["queue_depth"] == 0)  # its outcome is recorded

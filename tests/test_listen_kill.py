@@ -101,6 +101,18 @@ class Listener:
         self._reader.join(5)
         return sum(int(n) for line in self.lines for n in ANNOUNCED.findall(line))
 
+    def __enter__(self) -> Listener:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        """Kill it if it still runs, then close its pipe once the reader has read it all."""
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait()
+        self._reader.join(5)
+        assert self.process.stderr is not None
+        self.process.stderr.close()
+
 
 def change(owui: LiveServer, rng: random.Random, templates: list[dict[str, Any]]) -> None:
     """One click: rate a new answer, flip a thumb, or delete a rating."""
@@ -176,30 +188,30 @@ def test_sigkill_at_random_points_then_restart_mirrors_exactly_and_announces_cop
         for record in templates:
             owui.owui.records[record["id"]] = copy.deepcopy(record)
         for _trial in range(TRIALS):
-            listener = Listener(tmp_path, owui, pk)
-            listener.wait_listening()
-            killer.arm(listener.process, rng)
-            clicks(owui, rng, templates, rng.randint(15, 30))
-            killer._kill()  # if nothing killed it yet
-            listener.process.wait(10)
-            kills += listener.process.returncode == -signal.SIGKILL
-            announced += listener.announced()
-            logs += listener.lines
+            with Listener(tmp_path, owui, pk) as listener:
+                listener.wait_listening()
+                killer.arm(listener.process, rng)
+                clicks(owui, rng, templates, rng.randint(15, 30))
+                killer._kill()  # if nothing killed it yet
+                listener.process.wait(10)
+                kills += listener.process.returncode == -signal.SIGKILL
+                announced += listener.announced()
+                logs += listener.lines
             clicks(owui, rng, templates, 6)  # while it is down: these events are lost
         owui.owui.settle()
-        final = Listener(tmp_path, owui, pk)
-        final.wait_listening()
-        clicks(owui, rng, templates, 10)
-        owui.owui.settle()
-        end = time.monotonic() + 15
-        while mismatches(owui, pk, said(logs + final.lines))[0] and time.monotonic() < end:
-            time.sleep(0.1)
-        began = time.monotonic()
-        final.process.send_signal(signal.SIGTERM)
-        code = final.process.wait(10)
-        stopped_in = time.monotonic() - began
-        announced += final.announced()
-        wrong, extra = mismatches(owui, pk, said(logs + final.lines))
+        with Listener(tmp_path, owui, pk) as final:
+            final.wait_listening()
+            clicks(owui, rng, templates, 10)
+            owui.owui.settle()
+            end = time.monotonic() + 15
+            while mismatches(owui, pk, said(logs + final.lines))[0] and time.monotonic() < end:
+                time.sleep(0.1)
+            began = time.monotonic()
+            final.process.send_signal(signal.SIGTERM)
+            code = final.process.wait(10)
+            stopped_in = time.monotonic() - began
+            announced += final.announced()
+            wrong, extra = mismatches(owui, pk, said(logs + final.lines))
     logs += final.lines
     named = [line for line in logs if any(w.split(":")[0] in line for w in wrong)]
     report = "\n".join(wrong + named)
@@ -216,24 +228,24 @@ def test_sigterm_abandons_a_request_stuck_in_flight_within_5_s_and_the_next_star
     template = thumbs()[0]
     with portkey_stub(faults=[Fault("slow", seconds=30)]) as pk, live_openwebui() as owui:
         owui.owui.records[template["id"]] = copy.deepcopy(template)
-        listener = Listener(tmp_path, owui, pk)
-        listener.wait_listening()
-        end = time.monotonic() + 5
-        while not pk.state.stored:  # Portkey stored the POST and is slow to answer
-            assert time.monotonic() < end
-            time.sleep(0.01)
-        began = time.monotonic()
-        listener.process.send_signal(signal.SIGTERM)
-        code = listener.process.wait(10)
-        stopped_in = time.monotonic() - began
-        again = Listener(tmp_path, owui, pk)
-        again.wait_listening()
-        end = time.monotonic() + 5
-        while len(pk.state.stored) < 2:
-            assert time.monotonic() < end, again.lines
-            time.sleep(0.01)
-        again.process.send_signal(signal.SIGTERM)
-        again.process.wait(10)
+        with Listener(tmp_path, owui, pk) as listener:
+            listener.wait_listening()
+            end = time.monotonic() + 5
+            while not pk.state.stored:  # Portkey stored the POST and is slow to answer
+                assert time.monotonic() < end
+                time.sleep(0.01)
+            began = time.monotonic()
+            listener.process.send_signal(signal.SIGTERM)
+            code = listener.process.wait(10)
+            stopped_in = time.monotonic() - began
+        with Listener(tmp_path, owui, pk) as again:
+            again.wait_listening()
+            end = time.monotonic() + 5
+            while len(pk.state.stored) < 2:
+                assert time.monotonic() < end, again.lines
+                time.sleep(0.01)
+            again.process.send_signal(signal.SIGTERM)
+            again.process.wait(10)
     assert code == ExitCode.INTERRUPTED and stopped_in < 5.0, (code, stopped_in)
     assert any("in-flight work abandoned" in line for line in listener.lines)
     assert again.announced() == 1, "\n".join(again.lines)  # announced before it left

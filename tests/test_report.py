@@ -9,6 +9,7 @@ import json
 import re
 import shutil
 import subprocess
+import tempfile
 import uuid
 from pathlib import Path
 from typing import Any
@@ -247,6 +248,23 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path: Path) -> None:
     assert bad.code == ExitCode.BAD_INPUT and bad.stderr.count("\n") == 1
     assert f"{previous}: line 2: not JSON" in bad.stderr
     assert not feedback.with_name("feedback.report.html").exists()
+
+
+def test_a_bad_previous_file_leaves_no_temporary_folder_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from owui_replay.errors import InputError
+    from owui_replay.report_diff import Comparer
+
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))  # where Comparer makes its folder
+    previous = tmp_path / "old.jsonl"
+    previous.write_text('{"trace_id": "t", "value": 1}\nnot json\n', "utf-8")
+    with pytest.raises(InputError, match="line 2: not JSON") as caught:
+        Comparer(previous, 10)
+    assert caught.value is not None  # the traceback (and any half-made Comparer) is still alive
+    assert list(scratch.iterdir()) == []  # released by the constructor, not by the collector
 
 
 @pytest.mark.parametrize(

@@ -534,20 +534,19 @@ def test_a_backup_taken_while_a_run_holds_an_endpoint_says_what_it_misses(tmp_pa
     state = tmp_path / "ledger.sqlite3"
     with DeliveryState(state, "http://127.0.0.1:9/v1") as made:
         made.touch_endpoint()
-    holder = subprocess.Popen(
+    with subprocess.Popen(
         [sys.executable, "-c",
          "import sys, time; from pathlib import Path\n"
          "from owui_replay.delivery_state import DeliveryState\n"
          "s = DeliveryState(Path(sys.argv[1]), 'http://127.0.0.1:9/v1'); s.lock()\n"
          "print('held', flush=True); time.sleep(30)", str(state)],
         stdout=subprocess.PIPE, text=True, cwd=ROOT,
-    )  # fmt: skip
-    try:
-        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
-        during = run_cli("state", "--state-file", str(state), "--backup", str(tmp_path / "c1"))
-    finally:
-        holder.kill()
-        holder.wait()
+    ) as holder:  # fmt: skip
+        try:
+            assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+            during = run_cli("state", "--state-file", str(state), "--backup", str(tmp_path / "c1"))
+        finally:
+            holder.kill()  # leaving the with block waits for it and closes its pipe
     after = run_cli("state", "--state-file", str(state), "--backup", str(tmp_path / "c2"))
     assert during.code == after.code == ExitCode.OK
     assert "a run was sending to http://127.0.0.1:9/v1 while this copy was taken" in during.stderr
