@@ -119,9 +119,13 @@ class LiveState:
             self._db = sqlite3.connect(
                 path, check_same_thread=False, isolation_level=None, timeout=30
             )
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            _migrate(self._db, path)
+            try:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute("PRAGMA synchronous=FULL")
+                _migrate(self._db, path)
+            except BaseException:
+                self._db.close()  # refused: the caller gets no object to close
+                raise
         except sqlite3.DatabaseError as exc:
             raise InputError(f"{path}: not an owui-replay delivery state ({exc})") from None
         self._lock = threading.Lock()

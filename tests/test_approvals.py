@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import sqlite3
@@ -77,10 +78,9 @@ def test_an_approved_handoff_replays_and_records_who_approved(
         e for e in journal_events(handoff.with_name("feedback.journal.jsonl")) if e["t"] == "run"
     ]
     assert runs[-1]["options"]["approved_by"] == ["alice@example.com"]
-    db = sqlite3.connect(default_state_path())
-    assert {row[0] for row in db.execute("SELECT approved_by FROM ratings")} == {
-        "alice@example.com"
-    }
+    with contextlib.closing(sqlite3.connect(default_state_path())) as db:
+        approvers = {row[0] for row in db.execute("SELECT approved_by FROM ratings")}
+    assert approvers == {"alice@example.com"}
 
 
 def refused(handoff: Path, allowed: Path, *args: str) -> tuple[Run, int]:

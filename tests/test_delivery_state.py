@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import sqlite3
@@ -363,7 +364,8 @@ def test_a_0_1_0_ledger_is_upgraded_in_place(tmp_path: Path) -> None:
     db.close()
     with DeliveryState(path, "http://x/v1") as state:
         assert judge(rating(), state.lookup("fb-1")) is LineState.DELIVERED
-    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone() == (STATE_FORMAT,)
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        assert db.execute("PRAGMA user_version").fetchone() == (STATE_FORMAT,)
 
 
 def test_a_newer_or_foreign_state_file_is_a_clear_error_and_stays_unchanged(
@@ -476,11 +478,8 @@ def test_every_request_reaches_the_server_after_its_intent_is_committed(tmp_path
 def test_the_approvers_are_recorded_with_each_rating(tmp_path: Path) -> None:
     with DeliveryState(tmp_path / "s.sqlite3", "http://x/v1") as state:
         state.intend([rating()], "POST", approved_by="auditor@example.com")
-    row = (
-        sqlite3.connect(tmp_path / "s.sqlite3")
-        .execute("SELECT approved_by FROM ratings")
-        .fetchone()
-    )
+    with contextlib.closing(sqlite3.connect(tmp_path / "s.sqlite3")) as db:
+        row = db.execute("SELECT approved_by FROM ratings").fetchone()
     assert row == ("auditor@example.com",)
 
 

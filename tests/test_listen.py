@@ -26,7 +26,7 @@ from owui_replay.mapping import MappingOptions
 from owui_replay.replaying import ReplaySettings
 from owui_replay.secrets import Secret
 from owui_replay.settings import ListenSettings
-from tests.helpers import REAL_EXPORT, environment, run_cli
+from tests.helpers import REAL_EXPORT, descriptors_open_on, environment, run_cli
 from tests.openwebui_live_stub import (
     ACTOR,
     RECORD,
@@ -403,8 +403,10 @@ def test_the_listener_tables_are_a_separate_migration_beside_the_delivery_state(
     db.execute("UPDATE live_meta SET value = '99' WHERE key = 'live_format'")
     db.commit()
     db.close()
-    with pytest.raises(InputError, match="listener state format 99 is newer"):
+    with pytest.raises(InputError, match="listener state format 99 is newer") as caught:
         LiveState(path, "http://127.0.0.1:1/v1", "http://127.0.0.1:2")
+    assert caught.value is not None  # its traceback (and the refused object) is still alive
+    assert descriptors_open_on(path) == 0  # the refused state closed its connection
 
 
 def test_a_reconcile_reads_what_changed_not_the_history(tmp_path: Path) -> None:

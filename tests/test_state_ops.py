@@ -4,6 +4,7 @@ files, and the Portkey and Open WebUI stand-ins."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import os
@@ -269,8 +270,8 @@ def test_a_later_export_wins_even_when_the_clock_went_back(tmp_path: Path) -> No
         assert "older than what Portkey has: 1" in rerun.stderr
         assert replay_in_process(second, stub.url, "--ledger", str(state)).code == 0
         assert stub.state.requests == 4  # 3 POSTs, 1 PUT, then nothing
-    db = sqlite3.connect(state)
-    taken = dict(db.execute("SELECT rating_key, taken_at FROM ratings").fetchall())
+    with contextlib.closing(sqlite3.connect(state)) as db:
+        taken = dict(db.execute("SELECT rating_key, taken_at FROM ratings").fetchall())
     assert taken[records[0]["id"]] > taken[records[1]["id"]] > 0  # per delivered version
 
 
