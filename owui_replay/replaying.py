@@ -22,6 +22,7 @@ from owui_replay.delivery import (
 )
 from owui_replay.delivery_state import (
     DeliveryState,
+    Known,
     LineState,
     Rating,
     judge,
@@ -156,29 +157,43 @@ def plan_lines(
             rating, known, retry_refused=settings.retry_refused, send_older=settings.send_older
         )
         plan.states[verdict] += 1
-        if verdict is LineState.NEW:
-            plan.new_lines.append(number)
-            plan.sends.append(Send(number, rating))
-        elif verdict is LineState.OPTIONS:
+        if verdict is LineState.OPTIONS:
             assert known is not None
             earlier_options.add(known.options or "")  # "": delivered with options unrecorded
-            plan.sends.append(Send(number, rating, put_id=known.portkey_id))
-        elif verdict is LineState.CHANGED:
-            assert known is not None
-            if settings.send_older and rating.updated_at < (known.updated_at or 0):
-                rating = replace(rating, send_older=True)  # recorded although it went back
-            plan.sends.append(Send(number, rating, put_id=known.portkey_id))
-        elif verdict is LineState.UNCERTAIN and settings.uncertain == "skip":
-            plan.uncertain_skipped += 1
-        elif verdict is LineState.UNCERTAIN:
-            assert known is not None
-            plan.uncertain_resent += 1
-            plan.maybe_copies += known.unknown
-            plan.sends.append(Send(number, rating))
+        _schedule(plan, number, rating, verdict, known, settings)
     if options is not None:
         for old in sorted(earlier_options):
             plan.option_changes += differences(state.option_set(old), options.options)
     return scanned, plan
+
+
+def _schedule(
+    plan: Plan,
+    number: int,
+    rating: Rating,
+    verdict: LineState,
+    known: Known | None,
+    settings: ReplaySettings,
+) -> None:
+    """Add line NUMBER to PLAN's sends as its VERDICT says (a PUT where Portkey holds it)."""
+    if verdict is LineState.NEW:
+        plan.new_lines.append(number)
+        plan.sends.append(Send(number, rating))
+    elif verdict is LineState.OPTIONS:
+        assert known is not None
+        plan.sends.append(Send(number, rating, put_id=known.portkey_id))
+    elif verdict is LineState.CHANGED:
+        assert known is not None
+        if settings.send_older and rating.updated_at < (known.updated_at or 0):
+            rating = replace(rating, send_older=True)  # recorded although it went back
+        plan.sends.append(Send(number, rating, put_id=known.portkey_id))
+    elif verdict is LineState.UNCERTAIN and settings.uncertain == "skip":
+        plan.uncertain_skipped += 1
+    elif verdict is LineState.UNCERTAIN:
+        assert known is not None
+        plan.uncertain_resent += 1
+        plan.maybe_copies += known.unknown
+        plan.sends.append(Send(number, rating))
 
 
 @dataclass
@@ -457,14 +472,7 @@ def replay(
         scanned, plan = _checked(feedback, settings, state, warnings)
         if settings.guard_option_change and plan.options_only:
             raise OptionChangeRefused(state.endpoint, plan.options_only, plan.option_changes)
-        if plan.options_only:
-            warnings.append(plan.option_note())
-        announcement = plan.announcement()
-        said = [f"warning: {w}" for w in warnings] + ([announcement] if announcement else [])
-        if stderr is not None:
-            for text in said:
-                stderr.write(f"owui-replay: {text}\n")
-            stderr.flush()
+        said = _say_before_sending(plan, warnings, stderr)
         state.touch_endpoint()
         if plan.option_set is not None:
             state.note_options(plan.option_set.digest, plan.option_set.text)
@@ -474,13 +482,32 @@ def replay(
     except UnknownDeliveries:
         state.close()
         if new_file:  # made only to refuse (a typo in --state-file): leave nothing behind
-            for suffix in ("", "-wal", "-shm"):
-                Path(f"{settings.state_file_or_default()}{suffix}").unlink(missing_ok=True)
-            remove_empty(new_folders)
+            _remove_state(settings.state_file_or_default(), new_folders)
         raise
     finally:
         state.close()
     return ReplayResult(plan, stats, paths, said, settings.state_file_or_default())
+
+
+def _say_before_sending(plan: Plan, warnings: list[str], stderr: IO[str] | None) -> list[str]:
+    """The warnings and the plan's announcement, written to STDERR (if any) before anything
+    is sent, and kept for the result."""
+    if plan.options_only:
+        warnings.append(plan.option_note())
+    announcement = plan.announcement()
+    said = [f"warning: {w}" for w in warnings] + ([announcement] if announcement else [])
+    if stderr is not None:
+        for text in said:
+            stderr.write(f"owui-replay: {text}\n")
+        stderr.flush()
+    return said
+
+
+def _remove_state(path: Path, new_folders: list[Path]) -> None:
+    """Remove a state file (and its WAL) this run made, and the folders it made for it."""
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    remove_empty(new_folders)
 
 
 def _deliver(
