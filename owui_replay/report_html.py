@@ -188,19 +188,25 @@ def render(page: Page) -> str:
     )
 
 
+def _sides_and_span(leaving: Leaving) -> tuple[int, int, str]:
+    """Ratings that leave up and down, and the days their metadata spans."""
+    up = sum(n for (_m, side), n in leaving.models.items() if side == UP)
+    down = sum(n for (_m, side), n in leaving.models.items() if side == DOWN)
+    days = [d for d, *_ in leaving.by_day() if d != NO_DAY]
+    span = f"{day_text(days[0])} to {day_text(days[-1])}" if days else "no dates"
+    return up, down, span
+
+
 def _head(page: Page) -> str:
     report, leaving = page.verification, page.leaving
     failed = [text for ok, text in report.checks if not ok]
     valid = [s for s in report.signatures if s.principals]
-    up = sum(n for (_m, side), n in leaving.models.items() if side == UP)
-    down = sum(n for (_m, side), n in leaving.models.items() if side == DOWN)
+    up, down, span = _sides_and_span(leaving)
     verdict = (
         f"All {len(report.checks)} checks pass."
         if not failed
         else f"{len(failed)} of {len(report.checks)} checks FAIL: do not approve this handoff."
     )
-    days = [d for d, *_ in leaving.by_day() if d != NO_DAY]
-    span = f"{day_text(days[0])} to {day_text(days[-1])}" if days else "no dates"
     stays = page.rejects.lines if page.rejects else 0
     glance = [
         (
