@@ -50,10 +50,12 @@ class ProxyHandler(socketserver.BaseRequestHandler):
             upstream = self._upstream(host, int(port))
             if upstream is None:
                 return
-            client.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
-            rest = head.split(b"\r\n\r\n", 1)[1]
-            if rest:
-                upstream.sendall(rest)
+            with upstream:  # closed however the tunnel ends, even if a send fails
+                client.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                rest = head.split(b"\r\n\r\n", 1)[1]
+                if rest:
+                    upstream.sendall(rest)
+                self._pipe(client, upstream)
         else:  # absolute form: rewrite to origin form, one request per connection
             parts = urlsplit(target)
             upstream = self._upstream(parts.hostname or "", parts.port or 80)
@@ -63,8 +65,9 @@ class ProxyHandler(socketserver.BaseRequestHandler):
             lines = head.split(b"\r\n")
             lines[0] = f"{method} {path} HTTP/1.1".encode()
             lines = [x for x in lines if not x.lower().startswith(b"proxy-connection:")]
-            upstream.sendall(b"\r\n".join(lines))
-        self._pipe(client, upstream)
+            with upstream:
+                upstream.sendall(b"\r\n".join(lines))
+                self._pipe(client, upstream)
 
     def _upstream(self, host: str, port: int) -> socket.socket | None:
         if host not in ("127.0.0.1", "localhost"):
@@ -77,20 +80,19 @@ class ProxyHandler(socketserver.BaseRequestHandler):
             return None
 
     def _pipe(self, client: socket.socket, upstream: socket.socket) -> None:
-        with upstream:
-            while True:
-                readable, _, _ = select.select([client, upstream], [], [], 10)
-                if not readable:
+        while True:
+            readable, _, _ = select.select([client, upstream], [], [], 10)
+            if not readable:
+                return
+            for sock in readable:
+                data = sock.recv(65536)
+                if not data:
                     return
-                for sock in readable:
-                    data = sock.recv(65536)
-                    if not data:
-                        return
-                    if sock is client:
-                        self.server.log.add(data)
-                        upstream.sendall(data)
-                    else:
-                        client.sendall(data)
+                if sock is client:
+                    self.server.log.add(data)
+                    upstream.sendall(data)
+                else:
+                    client.sendall(data)
 
 
 class ProxyServer(socketserver.ThreadingTCPServer):
