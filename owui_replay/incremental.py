@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from owui_replay.delivery_state import DeliveryState, rating_of
+from owui_replay.delivery_state import DeliveryState, Known, rating_of
 from owui_replay.live_state import Fetched, LiveState, Seen, new_or_changed
 from owui_replay.mapping import Mapper, MappingOptions
 from owui_replay.openwebui_live import IdEntry, LiveOpenWebUI
@@ -173,14 +173,10 @@ def record_history(
                 continue
             ids.add(fid)
             rating = rating_of(payload, raw.rstrip(b"\n"))
-            known = state.lookup(rating.key)
-            held = known is not None and bool(known.portkey_id) and known.content == rating.content
-            pending = known is not None and not known.portkey_id and known.unknown > 0
-            if held:
+            outcome = _outcome(state.lookup(rating.key), rating.content, complete)
+            if outcome == "held":
                 add(fid, int(updated), payload)
-            elif (known is not None and known.refused_content == rating.content) or (
-                complete and not pending
-            ):
+            elif outcome == "settled":
                 add(fid, int(updated), None)  # refused, or judged not to be sent
     for fid, updated_at in _rejected(rejects):
         ids.add(fid)
@@ -188,6 +184,17 @@ def record_history(
             add(fid, updated_at, None)  # convert rejects it: nothing to send until it changes
     live.record_fetches(list(rows.values()))
     return Recorded(ids, len(rows))
+
+
+def _outcome(known: Known | None, content: str, complete: bool) -> str | None:
+    """Where one line's rating stands: "held" (Portkey holds this version from us), "settled"
+    (refused, or judged not to be sent by a replay that ran to its end), None (pending)."""
+    if known is not None and known.portkey_id and known.content == content:
+        return "held"
+    pending = known is not None and not known.portkey_id and known.unknown > 0
+    if (known is not None and known.refused_content == content) or (complete and not pending):
+        return "settled"
+    return None
 
 
 def _rejected(rejects: Path) -> list[tuple[str, int | None]]:
