@@ -59,24 +59,20 @@ class Comparer:
         self.previous = previous
         self.rows = rows
         self._folder = tempfile.TemporaryDirectory(prefix="owui-replay-report-")
-        try:
-            self._db = sqlite3.connect(Path(self._folder.name) / "compare.sqlite3")
-        except BaseException:
-            self._folder.cleanup()
-            raise
+        self._db = sqlite3.connect(Path(self._folder.name) / "compare.sqlite3")
+        self._db.executescript(
+            "PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF;"
+            "CREATE TABLE previous (key TEXT PRIMARY KEY, content TEXT, value INT, line INT);"
+        )
         self._pending: list[tuple[str, str, int, int]] = []
-        try:  # a bad previous file: the caller gets no object to close, so release it here
-            self._db.executescript(
-                "PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF;"
-                "CREATE TABLE previous (key TEXT PRIMARY KEY, content TEXT, value INT, line INT);"
-            )
-            self._table = "previous"
+        self._table = "previous"
+        try:
             self.previous_lines = scan_feedback(previous, self._visit).lines
-            self._flush()
-            self.restart()
-        except BaseException:
+        except BaseException:  # an unreadable --previous: no database or folder left behind
             self.close()
             raise
+        self._flush()
+        self.restart()
 
     def restart(self) -> None:
         """Forget the current file's lines (its pass is being made again)."""
