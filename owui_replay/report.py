@@ -21,13 +21,14 @@ from owui_replay._version import __version__
 from owui_replay.approvals import approvals_dir
 from owui_replay.atomic import sha256_file, write_bytes_atomic
 from owui_replay.errors import InputError, UsageError
-from owui_replay.feedback_file import scan_feedback
+from owui_replay.feedback_file import FeedbackFile, scan_feedback
 from owui_replay.handoff import HandoffPaths
 from owui_replay.mapping import MappingOptions
 from owui_replay.option_names import option
 from owui_replay.report_data import Leaving
 from owui_replay.report_diff import Comparer, Comparison
 from owui_replay.report_html import MANIFEST_META, FileRow, Page, render
+from owui_replay.report_scan import MIN_PARALLEL_BYTES, scan_parallel, workers_available
 from owui_replay.report_stays import Dropped, Rejects, dropped_metadata, read_rejects
 from owui_replay.verifying import Report, verify
 
@@ -69,8 +70,13 @@ def make_report(
     accept_other_version: bool = False,
     rows: int = DEFAULT_ROWS,
     command: str = "",
+    workers: int | None = None,
+    min_parallel: int = MIN_PARALLEL_BYTES,
 ) -> ReportResult:
-    """Check FEEDBACK, count what it sends, and write the page (atomically) to OUTPUT."""
+    """Check FEEDBACK, count what it sends, and write the page (atomically) to OUTPUT.
+
+    A file of MIN_PARALLEL bytes or more is read by WORKERS processes (default: one a core)
+    at once, unless --previous is given (its comparison is one ordered pass)."""
     feedback = Path(feedback)
     if not feedback.is_file():
         raise InputError(f"{feedback}: no such file")
@@ -80,6 +86,7 @@ def make_report(
     _refuse_overwriting(target, [Path(p) for p in inputs])
     manifest, manifest_sha256 = _read_manifest(paths.manifest)
     options = _options(manifest)
+    workers = workers_available() if workers is None else workers
     comparer = Comparer(Path(previous), rows) if previous is not None else None
     try:
         leaving = Leaving(options.up_value, options.down_value, rows)
@@ -89,13 +96,24 @@ def make_report(
             if comparer is not None:
                 comparer.visit(number, payload, raw)
 
+        def scan(path: Path) -> FeedbackFile:
+            """Split across the cores when that pays; the single pass otherwise, or when a
+            part is not clean (it names the bad line)."""
+            nonlocal leaving
+            if comparer is None and workers > 1 and path.stat().st_size >= min_parallel:
+                split = scan_parallel(path, options.up_value, options.down_value, rows, workers)
+                if split is not None:
+                    scanned, leaving = split
+                    return scanned
+            return scan_feedback(path, visit)
+
         checked = verify(
             feedback,
             export,
             accept_other_version=accept_other_version,
             allowed_signers=allowed_signers,
-            visit=visit,
             facts=False,
+            scan=scan,
         )
         if leaving.byte_count != feedback.stat().st_size:  # verify stopped before the last line
             leaving = Leaving(options.up_value, options.down_value, rows)

@@ -8,7 +8,7 @@ data, withdrawals) only the first N are kept, with the totals.
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from owui_replay.report_pii import KINDS, find
@@ -105,6 +105,41 @@ class Leaving:
         for shape, n in self._shape_lines.items():
             self._count_shape(shape, n)
         return self
+
+    def absorb(self, later: Leaving) -> None:
+        """Add the counts of LATER, made over the lines that follow these ones (its line
+        numbers start at 1 again), as if one pass had visited them all; before finish()."""
+        offset = self.lines
+        self.lines += later.lines
+        self.byte_count += later.byte_count
+        self.raters.update(later.raters)
+        self.keys.update(later.keys)
+        self.text_by_key.update(later.text_by_key)
+        self.pii_matches.update(later.pii_matches)
+        self.pii_lines.update(later.pii_lines)
+        self.pii_keys.update(later.pii_keys)
+        self._ratings.update(later._ratings)
+        self._shape_lines.update(later._shape_lines)
+        self.text_lines += later.text_lines
+        self.pii_any_lines += later.pii_any_lines
+        self.pii_values += later.pii_values
+        self.withdrawn += later.withdrawn
+        for shape, scanned in later._shapes.items():
+            if len(self._shapes) >= _MAX_CACHED:
+                break
+            self._shapes.setdefault(shape, scanned)
+        room = self.rows - len(self.text_rows)
+        self.text_rows += [replace(r, line=r.line + offset) for r in later.text_rows[:room]]
+        room = self.rows - len(self.pii_rows)
+        self.pii_rows += [replace(r, line=r.line + offset) for r in later.pii_rows[:room]]
+        room = self.rows - len(self.withdrawn_rows)
+        self.withdrawn_rows += [
+            replace(r, line=r.line + offset) for r in later.withdrawn_rows[:room]
+        ]
+
+    def forget_cache(self) -> None:
+        """Drop the remembered searches (up to a few MB) before this is sent elsewhere."""
+        self._found = {}
 
     def _count_shape(self, shape: tuple[str, ...], lines: int) -> None:
         """Keys and free-text values of LINES lines of one metadata shape (every metadata

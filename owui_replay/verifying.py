@@ -146,12 +146,15 @@ def verify(
     allowed_signers: str | Path | None = None,
     visit: Callable[[int, Any, bytes], None] | None = None,
     facts: bool = True,
+    scan: Callable[[Path], FeedbackFile] | None = None,
 ) -> Report:
     """Check a handoff against its manifest (and, with EXPORT, reproduce it); never raises
     for a bad handoff: every problem is a FAIL line in the report.
 
     `visit` sees every valid line as the check reads it (report aggregates in that one pass);
-    `facts=False` leaves out the facts, which take another pass over the lines."""
+    `facts=False` leaves out the facts, which take another pass over the lines; `scan`
+    replaces the pass itself (report's, split across the cores: it must raise InputError as
+    scan_feedback does)."""
     feedback = Path(feedback)
     export = Path(export) if export is not None else None
     allowed_signers = Path(allowed_signers) if allowed_signers is not None else None
@@ -162,7 +165,7 @@ def verify(
         return report
     _check_made_by(report, manifest, accept_other_version)
     try:
-        scanned = scan_feedback(feedback, visit)
+        scanned = scan(feedback) if scan is not None else scan_feedback(feedback, visit)
     except InputError as exc:
         report.check(False, f"every line is a Portkey feedback payload: {exc}")
         return report
