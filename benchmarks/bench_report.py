@@ -1,6 +1,6 @@
 """`owui-replay report` on a million lines: seconds, peak RSS and page size, two line shapes.
 
-    python benchmarks/bench_report.py [--rounds 3] [--lines 1000000]
+    python benchmarks/bench_report.py [--rounds 3] [--lines 1000000] [--baseline DIR]
 
 Generates (once) two handoffs in benchmarks/out/, each a JSONL with an empty rejects file and
 a manifest that matches it (so every verify check passes and the whole page is built):
@@ -11,10 +11,13 @@ a manifest that matches it (so every verify check passes and the whole page is b
   the comments hold an e-mail address, phone number, URL or key, 40 models, 5,000 raters,
   two years of days (~1 kB a line).
 
-Each report runs in a fresh interpreter (its own peak RSS, VmHWM), interleaved round by round
-with a `verify` of the same file (the checks the page runs, for the ratio: what the page adds
-to them), and a tenth of the first shape shows whether memory grows with the input. Goal: under
-30 s for a million lines, flat memory, a page under 5 MB.
+Each report runs in a fresh interpreter (its own peak RSS, VmHWM, and the largest of the worker
+processes it starts, ru_maxrss of its children), interleaved round by round with a `verify` of
+the same file (the checks the page runs, for the ratio: what the page adds to them; leave it
+out with --no-verify) and, with `--baseline DIR`, with the report of another checkout's code
+(e.g. `git worktree add /tmp/main-report main`), so the speed-up is measured under the same
+load. A tenth of the first shape shows whether memory grows with the input. Goal: under 30 s
+for a million lines, flat memory, a page under 5 MB.
 """
 
 from __future__ import annotations
@@ -119,28 +122,36 @@ def ensure(shape: str, lines: int) -> Path:
     return path
 
 
-def child(job: str, feedback: str) -> None:
-    """One report (or, for the ratio, one verify) in this fresh interpreter: print seconds,
-    peak RSS and the page's size."""
+def child(job: str, feedback: str, code: str) -> None:
+    """One report (or, for the ratio, one verify) in this fresh interpreter, by the owui_replay
+    found in CODE: print seconds, peak RSS (this process, and its largest worker) and the
+    page's size."""
     import contextlib
     import io
+    import resource
 
+    sys.path.insert(0, code)
     from benchmarks.convert_child import peak_rss_kib
     from owui_replay.cli import main
+
+    if not Path(sys.modules["owui_replay"].__file__ or "").is_relative_to(Path(code).resolve()):
+        raise SystemExit(f"owui_replay was not imported from {code}")
 
     page = str(Path(feedback).with_suffix(".html"))
     argv = ["report", feedback, "-o", page, "-q"] if job == "report" else ["verify", feedback]
     start = time.perf_counter()
     with contextlib.redirect_stdout(io.StringIO()):
-        code = main(argv)
+        exit_code = main(argv)
     seconds = time.perf_counter() - start
     size = Path(page).stat().st_size if job == "report" else 0
-    print(json.dumps({"code": code, "seconds": seconds, "peak_kib": peak_rss_kib(), "page": size}))
+    workers = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    print(json.dumps({"code": exit_code, "seconds": seconds, "peak_kib": peak_rss_kib(),
+                      "workers_kib": workers, "page": size}))  # fmt: skip
 
 
-def run(feedback: Path, job: str = "report") -> dict[str, float]:
+def run(feedback: Path, job: str = "report", code: Path = ROOT) -> dict[str, float]:
     done = subprocess.run(
-        [sys.executable, __file__, "--child", job, str(feedback)],
+        [sys.executable, __file__, "--child", job, str(feedback), str(code)],
         check=True, capture_output=True, text=True,
     )  # fmt: skip
     result: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
@@ -153,7 +164,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--lines", type=int, default=1_000_000)
-    parser.add_argument("--child", nargs=2, metavar=("JOB", "FEEDBACK"), help=argparse.SUPPRESS)
+    parser.add_argument("--baseline", type=Path, help="a checkout whose report to compare")
+    parser.add_argument("--no-verify", action="store_true", help="leave out verify's runs")
+    parser.add_argument(
+        "--child", nargs=3, metavar=("JOB", "FEEDBACK", "CODE"), help=argparse.SUPPRESS
+    )
     args = parser.parse_args()
     if args.child:
         child(*args.child)
@@ -166,18 +181,31 @@ def main() -> None:
     print(f"load average before: {load()}", flush=True)
     results: dict[str, list[dict[str, float]]] = {label: [] for label in inputs}
     verifies: dict[str, list[float]] = {label: [] for label in inputs}
+    baselines: dict[str, list[float]] = {label: [] for label in inputs}
     for _ in range(args.rounds):
         for label, path in inputs.items():
             results[label].append(run(path))
-            verifies[label].append(run(path, "verify")["seconds"])
+            if args.baseline is not None:
+                baselines[label].append(run(path, code=args.baseline)["seconds"])
+            if not args.no_verify:
+                verifies[label].append(run(path, "verify")["seconds"])
+        print(f"round done, load average {load()}", flush=True)
     for label, runs in results.items():
         size = inputs[label].stat().st_size / 1e6
-        ratios = [r["seconds"] / v for r, v in zip(runs, verifies[label], strict=True)]
+        seconds = [r["seconds"] for r in runs]
         print(f"{label} ({size:,.0f} MB):")
-        print(f"   seconds        {spread([r['seconds'] for r in runs])}")
-        print(f"   verify alone   {spread(verifies[label])}")
-        print(f"   report/verify  {spread(ratios, '{:.2f}')}")
+        print(f"   seconds        {spread(seconds)}")
+        if baselines[label]:
+            ratios = [s / b for s, b in zip(seconds, baselines[label], strict=True)]
+            print(f"   baseline       {spread(baselines[label])}  ({args.baseline})")
+            print(f"   this/baseline  {spread(ratios, '{:.2f}')}")
+        if verifies[label]:
+            ratios = [s / v for s, v in zip(seconds, verifies[label], strict=True)]
+            print(f"   verify alone   {spread(verifies[label])}")
+            print(f"   report/verify  {spread(ratios, '{:.2f}')}")
         print(f"   peak RSS (MB)  {spread([r['peak_kib'] / 1024 for r in runs], '{:.0f}')}")
+        workers = [r["workers_kib"] / 1024 for r in runs]
+        print(f"   largest worker {spread(workers, '{:.0f}')} MB (ru_maxrss of its children)")
         print(f"   page (MB)      {spread([r['page'] / 1e6 for r in runs], '{:.2f}')}")
     print(f"load average after: {load()}")
 
