@@ -19,6 +19,7 @@ SIDES = (UP, DOWN, OTHER)
 NO_MODEL = "(no model_id)"
 NO_RATER = "(no user id)"
 NO_DAY = -1  # the day of a line without a numeric updated_at
+MAX_TIME_DIGITS = 11  # epoch seconds up to the year 5138: beyond it a date cannot be written
 
 # The leaf names of metadata keys whose values are what people typed or chose
 FREE_TEXT = frozenset({"comment", "reason", "tags"})
@@ -171,7 +172,14 @@ class Leaving:
         metadata = payload.get("metadata") or {}
         model = metadata.get("model_id") or NO_MODEL
         updated_at = metadata.get("updated_at")
-        day = int(updated_at) // 86400 if updated_at and updated_at.isdigit() else NO_DAY
+        day = (
+            int(updated_at) // 86400
+            if updated_at
+            and len(updated_at) <= MAX_TIME_DIGITS
+            and updated_at.isascii()
+            and updated_at.isdigit()
+            else NO_DAY
+        )
         self._ratings[payload["value"], payload.get("weight", 1), model, day] += 1
         self.raters[metadata.get("_user") or metadata.get("user_id") or NO_RATER] += 1
         shape = tuple(metadata)

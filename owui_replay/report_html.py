@@ -506,14 +506,38 @@ def _buckets(days: list[tuple[int, int, int, int]]) -> tuple[str, list[tuple[str
         unit = "week (from Monday)"
         start = first - (first + 3) % 7  # 1970-01-01 was a Thursday
         keys = [(day, day_text(day - (day + 3) % 7)) for day in range(start, last + 1)]
-    else:
+    elif (day_year(last) - day_year(first)) * 12 < 72:
         unit = "month"
         keys = [(day, day_text(day)[:7]) for day in range(first, last + 1)]
+    else:  # years, decades or centuries: a long span (or a stray time) keeps the chart short
+        return _by_years(dated, undated)
     for day, label in keys:
         bucket = out.setdefault(label, [0, 0, 0])
         for i, n in enumerate(counts.get(day, (0, 0, 0))):
             bucket[i] += n
     series = [(label, u, d, o) for label, (u, d, o) in out.items()]
+    series += [("no date", u, d, o) for _day, u, d, o in undated]
+    return unit, series
+
+
+def day_year(day: int) -> int:
+    return (date(1970, 1, 1) + timedelta(days=day)).year
+
+
+def _by_years(
+    dated: list[tuple[int, int, int, int]], undated: list[tuple[int, int, int, int]]
+) -> tuple[str, list[tuple[str, int, int, int]]]:
+    """Buckets of 1, 10 or 100 years, whichever gives at most 60; empty ones are zero."""
+    first, last = day_year(dated[0][0]), day_year(dated[-1][0])
+    step = next(s for s in (1, 10, 100, 1000) if (last - first) // s < 60)
+    unit = {1: "year", 10: "decade", 100: "century", 1000: "millennium"}[step]
+    out = {start: [0, 0, 0] for start in range(first - first % step, last + 1, step)}
+    for day, *counts in dated:
+        bucket = out[day_year(day) // step * step]
+        for i, n in enumerate(counts):
+            bucket[i] += n
+    label = "{0}" if step == 1 else "{0}s" if step == 10 else "{0}-{1}"
+    series = [(label.format(start, start + step - 1), u, d, o) for start, (u, d, o) in out.items()]
     series += [("no date", u, d, o) for _day, u, d, o in undated]
     return unit, series
 

@@ -290,3 +290,19 @@ def test_invisible_and_direction_changing_characters_are_shown(tmp_path: Path) -
     _code, page, _err = report(handoff(tmp_path, write_export(tmp_path, records)))
     assert "fine⟨U+202E⟩}tpircs{ and a zero⟨U+200B⟩width space" in page
     assert "\u202e" not in page and "\u200b" not in page
+
+
+def test_a_stray_or_odd_time_neither_stops_the_report_nor_swells_the_page(
+    tmp_path: Path,
+) -> None:
+    """updated_at is any string of up to 128 characters: '²' is a digit int() refuses, 40
+    nines overflow a date, and one time in the year 5138 once made an 8 MB page of months."""
+    line = '{"metadata":{"updated_at":"%s","feedback_id":"f%d"},"trace_id":"t","value":1}\n'
+    times = ["²", "9" * 40, "99999999999", "1795000000", "١٧٩٥٠٠٠٠٠٠"]
+    feedback = tmp_path / "feedback.jsonl"
+    feedback.write_text("".join(line % (t, i) for i, t in enumerate(times)), "utf-8")
+    code, page, stderr = report(feedback)
+    assert code == ExitCode.MISMATCH, stderr  # no manifest: the page is written all the same
+    assert len(page) < 100_000
+    assert "By century" in page and "2000-2099" in page and "5100-5199" in page
+    assert "no date" in page and cell(page, "glance-lines") == "5"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import itertools
 import json
 import random
 import re
@@ -15,8 +16,7 @@ from owui_replay.feedback_file import scan_feedback
 from owui_replay.report import make_report
 from owui_replay.report_data import Leaving
 from owui_replay.report_scan import scan_parallel, split
-from tests.helpers import read_jsonl
-from tests.test_report import handoff
+from tests.helpers import REAL_EXPORT, read_jsonl, run_cli
 
 TEXTS = [
     "fine",
@@ -33,7 +33,9 @@ def big_handoff(folder: Path, lines: int = 3000) -> Path:
     """A converted handoff grown to LINES varied lines (shapes, models, days, free text with
     and without personal data, withdrawals), its manifest made to match so every check
     passes."""
-    feedback = handoff(folder)
+    feedback = folder / "feedback.jsonl"
+    converted = run_cli("convert", str(REAL_EXPORT), "-o", str(feedback), "-q")
+    assert converted.code == 0, converted.stderr
     templates = read_jsonl(feedback)
     rng = random.Random(23)
     with open(feedback, "wb") as out:
@@ -55,9 +57,7 @@ def big_handoff(folder: Path, lines: int = 3000) -> Path:
     manifest_path = feedback.with_name("feedback.manifest.json")
     manifest = json.loads(manifest_path.read_text("utf-8"))
     data = feedback.read_bytes()
-    manifest["output"].update(
-        sha256=hashlib.sha256(data).hexdigest(), lines=lines, bytes=len(data)
-    )
+    manifest["output"].update(sha256=hashlib.sha256(data).hexdigest(), lines=lines, bytes=len(data))
     counts = manifest["counts"]
     counts["records"] += lines - counts["written"]
     counts["written"] = lines
@@ -73,9 +73,7 @@ def test_a_report_split_across_workers_is_the_single_pass_report(tmp_path: Path)
     feedback = big_handoff(tmp_path)
     assert len(split(feedback, 3)) == 3
     single = make_report(feedback, tmp_path / "single.html", rows=500, workers=1)
-    several = make_report(
-        feedback, tmp_path / "split.html", rows=500, workers=3, min_parallel=0
-    )
+    several = make_report(feedback, tmp_path / "split.html", rows=500, workers=3, min_parallel=0)
     assert single.ok and several.ok
     assert (single.lines, single.personal_data) == (several.lines, several.personal_data)
     assert single.personal_data > 500  # findings in every part, and more than the rows shown
@@ -120,7 +118,7 @@ def test_byte_ranges_cover_the_file_and_end_after_a_newline(tmp_path: Path) -> N
         assert len(ranges) == parts
         assert ranges[0][0] == 0 and ranges[-1][1] == path.stat().st_size
         data = path.read_bytes()
-        for (_start, end), (start, _end) in zip(ranges, ranges[1:], strict=False):
+        for (_start, end), (start, _end) in itertools.pairwise(ranges):
             assert end == start and data[end - 1 : end] == b"\n"
     path.write_bytes(b"y" * 10_000 + b"\n" + b"z\n")  # one long line: fewer parts
     assert split(path, 4) == [(0, 10_001), (10_001, 10_003)]
