@@ -14,13 +14,17 @@ makes the ordinary single pass, whose error names the line exactly as verify doe
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import multiprocessing
 import os
-from concurrent.futures import ProcessPoolExecutor
+import signal
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
 from pathlib import Path
+from typing import Any
 
 from owui_replay.errors import InputError
 from owui_replay.feedback_file import FeedbackFile, _check_canonical, _parse_line
@@ -71,21 +75,29 @@ def scan_parallel(
 ) -> tuple[FeedbackFile, Leaving] | None:
     """Check and count PATH in WORKERS processes: what scan_feedback returns with a `Leaving`
     visiting every line, merged and finished; None when a part is not clean (then make the
-    single pass, which says what is wrong and where)."""
+    single pass, which says what is wrong and where). A stop signal (KeyboardInterrupt)
+    ends the workers at once."""
     ranges = split(path, workers)
     context = multiprocessing.get_context("spawn")  # fork is unsafe in a threaded process
-    with ProcessPoolExecutor(len(ranges), mp_context=context) as pool:
-        futures = [
-            pool.submit(_scan_part, str(path), start, end, up_value, down_value, rows)
-            for start, end in ranges
-        ]
+    started: list[tuple[BaseProcess, Connection]] = []
+    try:
+        for start, end in ranges:
+            receiver, sender = context.Pipe(duplex=False)
+            args = (sender, str(path), start, end, up_value, down_value, rows)
+            process = context.Process(target=_work, args=args, daemon=True)
+            process.start()
+            sender.close()
+            started.append((process, receiver))
         whole, digests, size, lines = _hash(path, ranges)
-        try:
-            parts = [future.result() for future in futures]
-        except Exception:
-            return None
+        parts = [_receive(receiver) for _process, receiver in started]
+    finally:
+        for worker, receiver in started:
+            if worker.is_alive():  # stopped before it sent its part: end it now
+                worker.terminate()
+            worker.join()
+            receiver.close()
     if any(p is None or p.sha256 != d for p, d in zip(parts, digests, strict=True)):
-        return None  # a bad line, or the file changed while it was read
+        return None  # a bad line, a worker that died, or the file changed while it was read
     merged = Leaving(up_value, down_value, rows)
     for part in parts:
         assert part is not None  # checked above
@@ -93,6 +105,28 @@ def scan_parallel(
     if merged.lines != lines or merged.byte_count != size:
         return None
     return FeedbackFile(path, whole, lines, size), merged.finish()
+
+
+def _receive(receiver: Connection) -> _Part | None:
+    """A worker's part; None when it died before sending one."""
+    try:
+        part: _Part | None = receiver.recv()
+    except (EOFError, OSError):
+        return None
+    return part
+
+
+def _work(sender: Connection, *args: Any) -> None:
+    """A worker's whole life: its part (None on any error) sent back. Ctrl-C is the parent's
+    to handle (it ends the workers), so a worker prints no traceback for it."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        part = _scan_part(*args)
+    except Exception:  # the parent's single pass reports what is wrong
+        part = None
+    with contextlib.suppress(OSError):
+        sender.send(part)
+    sender.close()
 
 
 def _hash(path: Path, ranges: list[tuple[int, int]]) -> tuple[str, list[str], int, int]:
