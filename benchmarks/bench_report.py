@@ -26,6 +26,7 @@ import argparse
 import hashlib
 import json
 import random
+import resource
 import subprocess
 import sys
 import time
@@ -149,12 +150,22 @@ def child(job: str, feedback: str, code: str) -> None:
                       "workers_kib": workers, "page": size}))  # fmt: skip
 
 
+def cpu_of_children() -> float:
+    """User and system CPU seconds of every finished child (and its children) so far."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def run(feedback: Path, job: str = "report", code: Path = ROOT) -> dict[str, float]:
+    """One run in a fresh interpreter; its CPU seconds count the worker processes too (less
+    sensitive to the load than the seconds on the clock)."""
+    cpu = cpu_of_children()
     done = subprocess.run(
         [sys.executable, __file__, "--child", job, str(feedback), str(code)],
         check=True, capture_output=True, text=True,
     )  # fmt: skip
     result: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
+    result["cpu"] = cpu_of_children() - cpu
     if result["code"] != 0:
         raise SystemExit(f"report of {feedback} exited {result['code']}")
     return result
@@ -181,12 +192,12 @@ def main() -> None:
     print(f"load average before: {load()}", flush=True)
     results: dict[str, list[dict[str, float]]] = {label: [] for label in inputs}
     verifies: dict[str, list[float]] = {label: [] for label in inputs}
-    baselines: dict[str, list[float]] = {label: [] for label in inputs}
+    baselines: dict[str, list[dict[str, float]]] = {label: [] for label in inputs}
     for _ in range(args.rounds):
         for label, path in inputs.items():
             results[label].append(run(path))
             if args.baseline is not None:
-                baselines[label].append(run(path, code=args.baseline)["seconds"])
+                baselines[label].append(run(path, code=args.baseline))
             if not args.no_verify:
                 verifies[label].append(run(path, "verify")["seconds"])
         print(f"round done, load average {load()}", flush=True)
@@ -195,10 +206,16 @@ def main() -> None:
         seconds = [r["seconds"] for r in runs]
         print(f"{label} ({size:,.0f} MB):")
         print(f"   seconds        {spread(seconds)}")
+        cpu = [r["cpu"] for r in runs]
+        print(f"   CPU seconds    {spread(cpu)} (every process of the run)")
         if baselines[label]:
-            ratios = [s / b for s, b in zip(seconds, baselines[label], strict=True)]
-            print(f"   baseline       {spread(baselines[label])}  ({args.baseline})")
-            print(f"   this/baseline  {spread(ratios, '{:.2f}')}")
+            base = [b["seconds"] for b in baselines[label]]
+            base_cpu = [b["cpu"] for b in baselines[label]]
+            ratios = [s / b for s, b in zip(seconds, base, strict=True)]
+            cpu_ratios = [s / b for s, b in zip(cpu, base_cpu, strict=True)]
+            print(f"   baseline       {spread(base)} s, CPU {spread(base_cpu)} s ({args.baseline})")
+            cpu_text = spread(cpu_ratios, "{:.2f}")
+            print(f"   this/baseline  {spread(ratios, '{:.2f}')}, CPU {cpu_text}")
         if verifies[label]:
             ratios = [s / v for s, v in zip(seconds, verifies[label], strict=True)]
             print(f"   verify alone   {spread(verifies[label])}")
