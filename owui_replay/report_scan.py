@@ -29,7 +29,11 @@ from pathlib import Path
 from typing import Any
 
 from owui_replay.errors import InputError
-from owui_replay.feedback_file import FeedbackFile, _check_canonical, _parse_line
+from owui_replay.feedback_file import (  # verify's own line checks, not a copy of them
+    FeedbackFile,
+    _check_canonical,
+    _parse_line,
+)
 from owui_replay.report_data import Leaving
 from owui_replay.schemas import PORTKEY_SCHEMA, RecordValidator
 
