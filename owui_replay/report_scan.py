@@ -22,6 +22,8 @@ import itertools
 import multiprocessing
 import os
 import signal
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
@@ -87,13 +89,14 @@ def scan_parallel(
     context = multiprocessing.get_context("spawn")  # fork is unsafe in a threaded process
     started: list[tuple[BaseProcess, Connection]] = []
     try:
-        for start, end in ranges:
-            receiver, sender = context.Pipe(duplex=False)
-            args = (sender, str(path), start, end, up_value, down_value, rows)
-            process = context.Process(target=_work, args=args, daemon=True)
-            process.start()
-            sender.close()
-            started.append((process, receiver))
+        with _ctrl_c_ignored():  # from their first instruction: Ctrl-C is the parent's
+            for start, end in ranges:
+                receiver, sender = context.Pipe(duplex=False)
+                args = (sender, str(path), start, end, up_value, down_value, rows)
+                process = context.Process(target=_work, args=args, daemon=True)
+                process.start()
+                sender.close()
+                started.append((process, receiver))
         whole, size, lines = _hash(path)
         parts = [_receive(receiver) for _process, receiver in started]
     finally:
@@ -113,6 +116,21 @@ def scan_parallel(
     return FeedbackFile(path, whole, lines, size), merged.finish()
 
 
+@contextlib.contextmanager
+def _ctrl_c_ignored() -> Iterator[None]:
+    """SIGINT ignored while workers start, so they inherit it ignored (a spawned process
+    would otherwise print a traceback for a Ctrl-C that comes while it imports); only the
+    main thread may change it."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def _receive(receiver: Connection) -> _Part | None:
     """A worker's part; None when it died before sending one."""
     try:
@@ -123,9 +141,7 @@ def _receive(receiver: Connection) -> _Part | None:
 
 
 def _work(sender: Connection, *args: Any) -> None:
-    """A worker's whole life: its part (None on any error) sent back. Ctrl-C is the parent's
-    to handle (it ends the workers), so a worker prints no traceback for it."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    """A worker's whole life: its part (None on any error) sent back."""
     try:
         part = _scan_part(*args)
     except Exception:  # the parent's single pass reports what is wrong

@@ -7,15 +7,23 @@ import copy
 import hashlib
 import itertools
 import json
+import os
 import random
 import re
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from owui_replay.errors import ExitCode
 from owui_replay.feedback_file import scan_feedback
 from owui_replay.report import make_report
 from owui_replay.report_data import Leaving
-from owui_replay.report_scan import scan_parallel, split
+from owui_replay.report_scan import MIN_PARALLEL_BYTES, scan_parallel, split
 from tests.helpers import REAL_EXPORT, read_jsonl, run_cli
 
 TEXTS = [
@@ -122,3 +130,69 @@ def test_byte_ranges_cover_the_file_and_end_after_a_newline(tmp_path: Path) -> N
             assert end == start and data[end - 1 : end] == b"\n"
     path.write_bytes(b"y" * 10_000 + b"\n" + b"z\n")  # one long line: fewer parts
     assert split(path, 4) == [(0, 10_001), (10_001, 10_003)]
+
+
+def children_of(pid: int) -> list[int]:
+    """The processes whose parent is PID (from /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rpartition(")")[2].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+def test_ctrl_c_while_workers_read_ends_them_at_once_without_a_traceback(
+    tmp_path: Path,
+) -> None:
+    feedback = tmp_path / "feedback.jsonl"
+    converted = run_cli("convert", str(REAL_EXPORT), "-o", str(feedback), "-q")
+    assert converted.code == 0, converted.stderr
+    line = feedback.read_bytes().splitlines(keepends=True)[0]
+    feedback.write_bytes(line * (MIN_PARALLEL_BYTES // len(line) + 1000))  # split, ~3 s a worker
+    process = subprocess.Popen(
+        [sys.executable, "-m", "owui_replay", "report", str(feedback), "-q"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,  # its own process group, as a terminal makes for Ctrl-C
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while len(workers := children_of(process.pid)) < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)  # two workers and multiprocessing's resource tracker
+        assert len(workers) >= 3 and process.poll() is None
+        time.sleep(0.3)
+        os.killpg(process.pid, signal.SIGINT)
+        _out, err = process.communicate(timeout=10)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == ExitCode.INTERRUPTED
+    assert err.decode() == "owui-replay: interrupted\n"
+    deadline = time.monotonic() + 5  # the workers at once; the tracker once its pipe closes
+    while (left := [p for p in workers if alive(p)]) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not [p for p in left if "spawn_main" in command_line(p)]
+    assert not left
+
+
+def alive(pid: int) -> bool:
+    """Running, not a zombie waiting to be reaped."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"
+
+
+def command_line(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
