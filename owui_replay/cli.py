@@ -1457,6 +1457,7 @@ def run_report(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> Ex
     import shlex
 
     from owui_replay.report import make_report
+    from owui_replay.report_scan import workers_available
 
     result = make_report(
         args.feedback,
@@ -1467,6 +1468,7 @@ def run_report(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> Ex
         accept_other_version=args.accept_other_version,
         rows=args.rows,
         command=shlex.join(_report_command(args)),
+        workers=workers_available(),  # the command line's own process: safe to spawn from
     )
     if not args.quiet:
         stderr.write(f"{PROG}: {result.summary()}\n")

@@ -28,7 +28,7 @@ from owui_replay.option_names import option
 from owui_replay.report_data import Leaving
 from owui_replay.report_diff import Comparer, Comparison
 from owui_replay.report_html import MANIFEST_META, FileRow, Page, render
-from owui_replay.report_scan import MIN_PARALLEL_BYTES, scan_parallel, workers_available
+from owui_replay.report_scan import MIN_PARALLEL_BYTES, scan_parallel
 from owui_replay.report_stays import Dropped, Rejects, dropped_metadata, read_rejects
 from owui_replay.verifying import Report, verify
 
@@ -70,13 +70,16 @@ def make_report(
     accept_other_version: bool = False,
     rows: int = DEFAULT_ROWS,
     command: str = "",
-    workers: int | None = None,
+    workers: int = 1,
     min_parallel: int = MIN_PARALLEL_BYTES,
 ) -> ReportResult:
     """Check FEEDBACK, count what it sends, and write the page (atomically) to OUTPUT.
 
-    A file of MIN_PARALLEL bytes or more is read by WORKERS processes (default: one a core)
-    at once, unless --previous is given (its comparison is one ordered pass)."""
+    With WORKERS > 1 (the command line passes one a core: report_scan.workers_available()),
+    a file of MIN_PARALLEL bytes or more is read by that many processes at once, unless
+    PREVIOUS is given (its comparison is one ordered pass). The default is the single pass:
+    a spawned worker imports the caller's __main__, which runs a script again when its code
+    is not under `if __name__ == "__main__":`."""
     feedback = Path(feedback)
     if not feedback.is_file():
         raise InputError(f"{feedback}: no such file")
@@ -86,7 +89,6 @@ def make_report(
     _refuse_overwriting(target, [Path(p) for p in inputs])
     manifest, manifest_sha256 = _read_manifest(paths.manifest)
     options = _options(manifest)
-    workers = workers_available() if workers is None else workers
     comparer = Comparer(Path(previous), rows) if previous is not None else None
     try:
         leaving = Leaving(options.up_value, options.down_value, rows)
