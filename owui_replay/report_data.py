@@ -171,15 +171,7 @@ class Leaving:
         self.byte_count += len(raw)
         metadata = payload.get("metadata") or {}
         model = metadata.get("model_id") or NO_MODEL
-        updated_at = metadata.get("updated_at")
-        day = (
-            int(updated_at) // 86400
-            if updated_at
-            and len(updated_at) <= MAX_TIME_DIGITS
-            and updated_at.isascii()
-            and updated_at.isdigit()
-            else NO_DAY
-        )
+        day = day_of(metadata.get("updated_at"))
         self._ratings[payload["value"], payload.get("weight", 1), model, day] += 1
         self.raters[metadata.get("_user") or metadata.get("user_id") or NO_RATER] += 1
         shape = tuple(metadata)
@@ -190,6 +182,11 @@ class Leaving:
             scanned = self._new_shape(shape)
         if metadata.get("withdrawn") == "true":
             self._withdrawal(number, metadata, model, day, payload["value"])
+        self._texts(number, metadata, scanned)
+
+    def _texts(self, number: int, metadata: Any, scanned: list[tuple[str, bool]]) -> None:
+        """Search a line's text values for personal data (each distinct text once) and keep
+        the first rows of them for the page."""
         cache = self._found
         line_kinds: set[str] | None = None
         for key, free in scanned:
@@ -270,3 +267,16 @@ class Leaving:
 
     def pii_total(self) -> int:
         return sum(self.pii_matches[kind] for kind in KINDS)
+
+
+def day_of(updated_at: Any) -> int:
+    """The day (since 1970-01-01) of a line's `updated_at`; NO_DAY unless it is 1 to
+    MAX_TIME_DIGITS ASCII digits ('²' passes isdigit but not int(); 40 digits overflow a date)."""
+    if (
+        updated_at
+        and len(updated_at) <= MAX_TIME_DIGITS
+        and updated_at.isascii()
+        and updated_at.isdigit()
+    ):
+        return int(updated_at) // 86400
+    return NO_DAY

@@ -497,20 +497,11 @@ def _buckets(days: list[tuple[int, int, int, int]]) -> tuple[str, list[tuple[str
         return "day", [("no date", u, d, o) for _day, u, d, o in undated]
     first, last = dated[0][0], dated[-1][0]
     counts = {row[0]: row[1:] for row in dated}
-    span = last - first + 1
-    out: dict[str, list[int]] = {}
-    if span <= 62:
-        unit = "day"
-        keys = [(day, day_text(day)) for day in range(first, last + 1)]
-    elif span <= 7 * 60:
-        unit = "week (from Monday)"
-        start = first - (first + 3) % 7  # 1970-01-01 was a Thursday
-        keys = [(day, day_text(day - (day + 3) % 7)) for day in range(start, last + 1)]
-    elif (day_year(last) - day_year(first)) * 12 < 72:
-        unit = "month"
-        keys = [(day, day_text(day)[:7]) for day in range(first, last + 1)]
-    else:  # years, decades or centuries: a long span (or a stray time) keeps the chart short
+    labelled = _day_labels(first, last)
+    if labelled is None:  # years, decades or centuries: a long span (or a stray time)
         return _by_years(dated, undated)
+    unit, keys = labelled
+    out: dict[str, list[int]] = {}
     for day, label in keys:
         bucket = out.setdefault(label, [0, 0, 0])
         for i, n in enumerate(counts.get(day, (0, 0, 0))):
@@ -518,6 +509,21 @@ def _buckets(days: list[tuple[int, int, int, int]]) -> tuple[str, list[tuple[str
     series = [(label, u, d, o) for label, (u, d, o) in out.items()]
     series += [("no date", u, d, o) for _day, u, d, o in undated]
     return unit, series
+
+
+def _day_labels(first: int, last: int) -> tuple[str, list[tuple[int, str]]] | None:
+    """Each day from FIRST to LAST with its column's label, by day, week or month (whichever
+    keeps the chart to ~60 columns); None for a span that needs years."""
+    span = last - first + 1
+    if span <= 62:
+        return "day", [(day, day_text(day)) for day in range(first, last + 1)]
+    if span <= 7 * 60:
+        start = first - (first + 3) % 7  # 1970-01-01 was a Thursday
+        weeks = [(day, day_text(day - (day + 3) % 7)) for day in range(start, last + 1)]
+        return "week (from Monday)", weeks
+    if (day_year(last) - day_year(first)) * 12 < 72:
+        return "month", [(day, day_text(day)[:7]) for day in range(first, last + 1)]
+    return None
 
 
 def day_year(day: int) -> int:
