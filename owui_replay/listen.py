@@ -23,6 +23,7 @@ every record, so a restart that accepts the change rewrites them all.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import secrets
@@ -204,22 +205,32 @@ class Listener:
             self.replay.state_file_or_default(), self.endpoint, power_safe=self.replay.power_safe
         )
         journal = settings.workdir / JOURNAL
-        try:
-            self.state.lock()
-            if not self.replay.new_state:  # a lost state would send every rating again
-                refuse_silent_fresh_start(
-                    journal.with_name("listen.jsonl"), self.replay, self.state
-                )
-            self.state.touch_endpoint()
-            self.live = LiveState(self.replay.state_file_or_default(), self.endpoint, self.source)
-            self.options = OptionSet.of_mapping(settings.mapping)
-            self.state.note_options(self.options.digest, self.options.text)
-            # options other than those of the last complete pass: re-read every record once
-            self._recheck_all = self.live.meta("options") != self.options.digest
-            self._option_skipped: dict[str, str] = {}  # subject -> the delivered options
-        except BaseException:
-            self.state.close()
-            raise
+        with contextlib.ExitStack() as undo:  # a start-up that fails closes what it opened
+            undo.callback(self.state.close)
+            self._open(settings, token, api_key, journal, undo)
+            undo.pop_all()  # started: close() closes them now
+
+    def _open(
+        self,
+        settings: ListenSettings,
+        token: Secret,
+        api_key: Secret,
+        journal: Path,
+        undo: contextlib.ExitStack,
+    ) -> None:
+        """Lock the endpoint, then open the listener's state, clients, journal and audit, each
+        registered in UNDO as soon as it is open."""
+        self.state.lock()
+        if not self.replay.new_state:  # a lost state would send every rating again
+            refuse_silent_fresh_start(journal.with_name("listen.jsonl"), self.replay, self.state)
+        self.state.touch_endpoint()
+        self.live = LiveState(self.replay.state_file_or_default(), self.endpoint, self.source)
+        undo.callback(self.live.close)
+        self.options = OptionSet.of_mapping(settings.mapping)
+        self.state.note_options(self.options.digest, self.options.text)
+        # options other than those of the last complete pass: re-read every record once
+        self._recheck_all = self.live.meta("options") != self.options.digest
+        self._option_skipped: dict[str, str] = {}  # subject -> the delivered options
         self.owui = LiveOpenWebUI(
             OpenWebUI(
                 self.source,
@@ -228,6 +239,7 @@ class Listener:
                 verify=settings.verify_tls,
             )
         )
+        undo.callback(self.owui.client.close)
         self.portkey = PortkeyClient(
             self.endpoint,
             api_key,
@@ -235,6 +247,7 @@ class Listener:
             verify=self.replay.verify_tls,
             pool_size=self.replay.delivery.concurrency,
         )
+        undo.callback(self.portkey.close)
         stamp = hashlib.sha256(f"{self.source} {self.endpoint}".encode()).hexdigest()
         self.journal = Journal(
             journal,
@@ -242,14 +255,17 @@ class Listener:
             input_sha256=stamp,
             lines=0,
         )
+        undo.callback(self.journal.close)
         self.journal.start_run(
             {"endpoint": self.endpoint, "source": self.source, "state": str(self.state.path)}
         )
         self.failed = FailedFile(settings.workdir / "listen.failed.jsonl")
+        undo.callback(self.failed.close)
         self.mapper = Mapper(settings.mapping)
         self.record_validator = RecordValidator(OPENWEBUI_SCHEMA)
         self.payload_validator = RecordValidator(PORTKEY_SCHEMA)
         self.pool = ThreadPoolExecutor(FETCH_CONCURRENCY, thread_name_prefix="fetch")
+        undo.callback(self.pool.shutdown, wait=False, cancel_futures=True)
         self.audit = DailyAudit(settings.workdir, settings.mapping)
         self._audit_day = ""  # the day whose predecessors are sealed
 

@@ -550,3 +550,29 @@ def test_a_lost_state_is_refused_before_anything_is_sent_again(tmp_path: Path) -
     assert refused.value.code == ExitCode.NO_STATE
     assert "listen.journal.jsonl records 3 deliveries" in str(refused.value)
     assert "new_state=True" in str(refused.value) and len(pk.state.stored) == 6
+
+
+def test_a_listener_that_fails_to_start_closes_the_state_it_opened(tmp_path: Path) -> None:
+    """A start-up failure after the state is open (here a CA bundle that does not exist, found
+    when the Open WebUI client is made) leaves no descriptor on the state file behind, so a
+    library caller that goes on can open it again."""
+    import pytest
+
+    from owui_replay.errors import UsageError
+    from owui_replay.listen import Listener
+
+    state = tmp_path / "ledger.sqlite3"
+    settings = ListenSettings(
+        host="127.0.0.1",
+        port=0,
+        openwebui_url="http://127.0.0.1:9",
+        mapping=MappingOptions(),
+        workdir=tmp_path / "work",
+        replay=ReplaySettings(base_url="http://127.0.0.1:9/v1", state_file=state),
+        verify_tls=str(tmp_path / "no-such-ca.pem"),
+    )
+    with pytest.raises(UsageError, match="no such file") as caught:
+        Listener(settings, Secret(ADMIN_TOKEN, "test"), Secret(API_KEY, "test"), print)
+    assert caught.value is not None  # the half-made listener is still referenced here
+    assert state.exists()
+    assert descriptors_open_on(state) == 0
