@@ -45,10 +45,16 @@ def tracking_refusal(options: MappingOptions, user_scope: bool) -> str | None:
         return f"{option('user_scope')} sees only the token owner's ratings"
     if options.since is not None or options.until is not None:
         return f"{option('since')}/{option('until')} see only part of the ratings"
-    kept = Mapper(options).select({"feedback_id": "x", "updated_at": "1"})
-    if set(kept) != {"feedback_id", "updated_at"}:
+    if drops_identity(options):
         return "the metadata options drop feedback_id or updated_at"
     return None
+
+
+def drops_identity(options: MappingOptions) -> bool:
+    """Whether the payloads lose feedback_id or updated_at: without them a line cannot be
+    matched to its Open WebUI record, so nothing can be tracked or withdrawn by it."""
+    kept = Mapper(options).select({"feedback_id": "x", "updated_at": "1"})
+    return set(kept) != {"feedback_id", "updated_at"}
 
 
 def fingerprint(options: MappingOptions) -> str:

@@ -101,11 +101,15 @@ class Seen(NamedTuple):
 
 def new_or_changed(present: dict[str, int], seen: dict[str, Seen]) -> list[str]:
     """The ids (in PRESENT's order: /ids is newest first) to fetch: never seen, changed since,
-    or seen within the second of their updated_at (a change in that second looks alike)."""
+    seen within the second of their updated_at (a change in that second looks alike), or
+    withdrawn although Open WebUI lists them."""
     return [
         fid
         for fid, updated in present.items()
-        if (s := seen.get(fid)) is None or s.updated_at != updated or not s.settled
+        if (s := seen.get(fid)) is None
+        or s.updated_at != updated
+        or not s.settled
+        or s.withdrawn  # withdrawn, yet listed again (a restored database): send it back
     ]
 
 
@@ -248,7 +252,8 @@ class LiveState:
             "seen_since, settled, payload) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) "
             "ON CONFLICT (endpoint, rating_key) DO UPDATE SET source = ?3, "
             "seen_updated_at = ?4, seen_since = ?5, settled = ?6, "
-            "payload = CASE WHEN ?8 THEN payload ELSE ?7 END",
+            "payload = CASE WHEN ?8 THEN payload ELSE ?7 END, "
+            "withdrawn_at = CASE WHEN ?8 THEN withdrawn_at ELSE NULL END",  # held again
             (self.endpoint, row.key, self.source, row.updated_at, since, int(settled), text,
              int(row.keep_payload)),
         )  # fmt: skip

@@ -660,4 +660,22 @@ def complete_source(feedback: Path, settings: ReplaySettings) -> str:
                 f"{name}: converted with {command_option('convert', bound)}, so it holds part; "
                 f"{why}"
             )
+    _refuse_unmatchable(name, options, why)
     return source
+
+
+def _refuse_unmatchable(name: Path, options: Any, why: str) -> None:
+    """A handoff whose lines lost feedback_id or updated_at cannot be matched to the ratings
+    the state holds: every one of them would look gone."""
+    from owui_replay.incremental import drops_identity
+    from owui_replay.mapping import MappingOptions
+
+    try:
+        mapping = MappingOptions.from_dict(options)
+    except (KeyError, TypeError, ValueError, AttributeError):
+        raise UsageError(f"{name}: its options cannot be read; {why}") from None
+    if drops_identity(mapping):
+        raise UsageError(
+            f"{name}: converted with metadata options that drop feedback_id or updated_at, so "
+            f"its lines cannot be matched to the ratings delivered before; {why}"
+        )

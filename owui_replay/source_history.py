@@ -44,6 +44,7 @@ from owui_replay.live_state import LiveState, Seen, new_or_changed
 from owui_replay.openwebui_live import LiveOpenWebUI
 from owui_replay.option_names import option
 from owui_replay.portkey_client import PortkeyClient
+from owui_replay.replaying import handoff_taken_at
 from owui_replay.secrets import Secret
 from owui_replay.settings import ReplaySettings, SyncSettings
 from owui_replay.withdrawal import held_and_gone, over_cap, withdraw
@@ -182,7 +183,8 @@ def keep_and_withdraw(
     out = Withdrawals(enabled=policy.withdraw)
     if policy.dry_run:
         present = _present(fetch, handoff_ids(feedback, handoff.rejects))
-        _decide(policy, out, held_and_gone(seen or {}, present), log, verb="would withdraw")
+        gone = held_and_gone(seen or {}, present, _read_at(fetch))
+        _decide(policy, out, gone, log, verb="would withdraw")
         return out
     state = DeliveryState(
         replaying.state_file_or_default(), replaying.base_url, power_safe=replaying.power_safe
@@ -196,7 +198,9 @@ def keep_and_withdraw(
             if not completed:
                 return out  # Portkey stopped the run: withdraw on a run that reaches its end
             # what this run recorded is present; withdraw() checks each row again
-            gone = held_and_gone(seen or live.all_seen(), _present(fetch, recorded.ids))
+            gone = held_and_gone(
+                seen or live.all_seen(), _present(fetch, recorded.ids), _read_at(fetch)
+            )
             if _decide(policy, out, gone, log, verb="withdrawing"):
                 if owui is not None and fetch.mode == "incremental":  # confirm by a 404
                     gone = [g for g in gone if g in fetch.missing or owui.record(g) is None]
@@ -246,6 +250,12 @@ def _present(fetch: Fetch, handoff: set[str]) -> set[str]:
         assert fetch.present is not None
         return set(fetch.present) - set(fetch.missing)
     return handoff  # the whole export
+
+
+def _read_at(fetch: Fetch) -> float | None:
+    """When a whole export was taken (its read began): ratings first seen later are not
+    missing from it. None for /ids, whose absences are each confirmed by a 404."""
+    return fetch.window[0] if fetch.mode == "full" and fetch.window[0] else None
 
 
 def _decide(
@@ -310,8 +320,9 @@ def withdraw_missing(
             seen = live.all_seen()
         finally:
             live.close()
-    now = time.time()
-    fetch = Fetch("full", window=(now, now))
+    stamp = handoff_taken_at(feedback)  # a rating first seen after it is not missing from it
+    taken = stamp / 1000 if stamp is not None else time.time()
+    fetch = Fetch("full", window=(taken, taken))
     return keep_and_withdraw(
         replaying, source, policy, fetch, feedback, completed, api_key, log, seen=seen
     )

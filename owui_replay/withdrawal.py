@@ -48,9 +48,19 @@ def over_cap(count: int, max_withdraw: int, advice: str) -> str | None:
     )
 
 
-def held_and_gone(seen: dict[str, Seen], present: set[str]) -> list[str]:
-    """Ratings Portkey holds from this source that the complete list PRESENT lacks."""
-    return sorted(key for key, s in seen.items() if key not in present and s.held)
+def held_and_gone(
+    seen: dict[str, Seen], present: set[str], taken_at: float | None = None
+) -> list[str]:
+    """Ratings Portkey holds from this source that the complete list PRESENT lacks. TAKEN_AT
+    (epoch seconds): when PRESENT was read; a rating first seen after that was created after
+    it, so its absence from an older export proves nothing."""
+    return sorted(
+        key
+        for key, s in seen.items()
+        if key not in present
+        and s.held
+        and (taken_at is None or s.seen_since is None or s.seen_since <= taken_at)
+    )
 
 
 @dataclass(frozen=True)
@@ -82,7 +92,10 @@ def plan_withdrawal(
         live.forget_payload(subject)
         return None
     payload = withdrawn_payload(seen.payload)
-    rating = Rating(original.key, original.updated_at, content_hash(payload), original.trace_id)
+    rating = Rating(
+        original.key, original.updated_at, content_hash(payload), original.trace_id,
+        known.taken_at, options=known.options,
+    )  # fmt: skip  # the same version, made by the same options: only its weight changed
     if known.content == rating.content:  # withdrawn before a crash, not yet marked
         live.mark_withdrawn(subject)
         return None

@@ -192,6 +192,7 @@ def test_replay_withdraw_missing_withdraws_from_a_complete_handoff_and_refuses_o
         refusals = {
             "--since": handoff(tmp_path / "b", "--since", "1"),
             "--user-scope": handoff(tmp_path / "c", user=True),
+            "feedback_id": handoff(tmp_path / "f", "--drop-metadata", "feedback_id"),
         }
         for why, feedback in refusals.items():
             refused = run_cli("replay", str(feedback), "--withdraw-missing", "--json", *state)
@@ -208,3 +209,49 @@ def test_replay_withdraw_missing_withdraws_from_a_complete_handoff_and_refuses_o
         assert second.code == ExitCode.OK, second.stderr
         assert json.loads(second.stdout)["withdrawals"]["withdrawn"] == 1
     assert_mirrors(pk, {r["id"]: r for r in records[1:]}, {records[0]["id"]})
+
+
+def test_an_older_handoff_does_not_withdraw_ratings_created_after_it_was_taken(
+    tmp_path: Path,
+) -> None:
+    """Monday's export lacks the ratings made on Tuesday: replaying it after Tuesday's must
+    not withdraw them (its absences prove nothing about what was rated later)."""
+    records = thumbs()
+    state = ["--state-file", str(tmp_path / "ledger.sqlite3")]
+    with chain(tmp_path, records[:5]) as (pk, _owui, export):
+        monday = handoff(tmp_path / "monday")
+        serve(export, records)
+        tuesday = handoff(tmp_path / "tuesday")
+        sent = run_cli("replay", str(tuesday), "--withdraw-missing", *state)
+        assert sent.code == ExitCode.OK, sent.stderr
+        again = run_cli("replay", str(monday), "--withdraw-missing", "--json", *state)
+        assert again.code == ExitCode.OK, again.stderr
+        assert json.loads(again.stdout)["withdrawals"]["gone"] == 0
+        assert pk.state.updates == []
+    assert_mirrors(pk, {r["id"]: r for r in records}, set())
+
+
+def test_a_withdrawn_rating_that_comes_back_is_sent_again_and_withdrawn_again_when_deleted(
+    tmp_path: Path,
+) -> None:
+    """A database restored with a deleted rating (same id, same updated_at) brings it back to
+    Portkey at full weight; deleted once more, it is withdrawn once more."""
+    work = tmp_path / "work"
+    with mirror(3) as (server, pk, _clock):
+        owui = server.owui
+        assert sync(work).code == ExitCode.OK
+        fid = next(iter(owui.current()))
+        saved = owui.current()[fid]
+        owui.delete(fid)
+        assert sync(work).code == ExitCode.OK
+        assert_mirrors(pk, owui.current(), {fid})
+        with owui.lock:
+            owui.records[fid] = saved  # restored from a backup: the same version
+        restored = sync(work)
+        assert restored.code == ExitCode.OK, restored.stderr
+        assert_mirrors(pk, owui.current(), set())
+        owui.delete(fid)
+        deleted = sync(work)
+        assert deleted.code == ExitCode.OK, deleted.stderr
+        assert json.loads(deleted.stdout)["withdrawals"]["withdrawn"] == 1
+        assert_mirrors(pk, owui.current(), {fid})
