@@ -206,6 +206,22 @@ class LiveState:
             ).fetchall()
         return sorted(row[0] for row in rows)
 
+    def unattributed(self) -> list[str]:
+        """Ratings the delivery state says Portkey holds at this endpoint (by Open WebUI id)
+        that were never recorded as received from this source: delivered before sources were
+        recorded, or from another Open WebUI (or this one under another address). Ratings
+        already withdrawn are not counted."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT r.rating_key FROM ratings AS r WHERE r.endpoint = ?1 "
+                "AND r.portkey_id IS NOT NULL AND r.rating_key NOT LIKE 'sha256:%' "
+                "AND NOT EXISTS (SELECT 1 FROM live_ratings AS l WHERE l.endpoint = ?1 "
+                "AND l.rating_key = r.rating_key "
+                "AND (l.source = ?2 OR l.withdrawn_at IS NOT NULL))",
+                (self.endpoint, self.source),
+            ).fetchall()
+        return [row[0] for row in rows]
+
     def record_fetch(
         self,
         key: str,

@@ -117,10 +117,12 @@ class Withdrawals:
     refused: str | None = None  # the cap's one line
     enabled: bool = True
     recorded: int = 0  # ratings whose outcome went into live_ratings
+    unattributed: int = 0  # gone, but never received from this source: never withdrawn
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "gone": self.gone,
+            "unattributed": self.unattributed,
             "withdrawn": self.withdrawn,
             "refused": self.refused,
             "enabled": self.enabled,
@@ -198,9 +200,9 @@ def keep_and_withdraw(
             if not completed:
                 return out  # Portkey stopped the run: withdraw on a run that reaches its end
             # what this run recorded is present; withdraw() checks each row again
-            gone = held_and_gone(
-                seen or live.all_seen(), _present(fetch, recorded.ids), _read_at(fetch)
-            )
+            present = _present(fetch, recorded.ids)
+            gone = held_and_gone(seen or live.all_seen(), present, _read_at(fetch))
+            _say_unattributed(out, live, present, log)
             if _decide(policy, out, gone, log, verb="withdrawing"):
                 if owui is not None and fetch.mode == "incremental":  # confirm by a 404
                     gone = [g for g in gone if g in fetch.missing or owui.record(g) is None]
@@ -250,6 +252,23 @@ def _present(fetch: Fetch, handoff: set[str]) -> set[str]:
         assert fetch.present is not None
         return set(fetch.present) - set(fetch.missing)
     return handoff  # the whole export
+
+
+def _say_unattributed(
+    out: Withdrawals, live: LiveState, present: set[str], log: Callable[[str], None]
+) -> None:
+    """Ratings Portkey holds that this complete read lacks, but that the state never received
+    from this source: they stay (withdrawal never crosses sources), and the run says so."""
+    out.unattributed = sum(1 for key in live.unattributed() if key not in present)
+    if out.unattributed:
+        others = live.other_sources()
+        where = f"; received from {', '.join(others)}" if others else ""
+        log(
+            f"{out.unattributed} ratings Portkey holds are missing from {live.source} but were "
+            "not received from this address as far as the state knows (delivered before "
+            f"sources were recorded, or from another address for this server{where}): "
+            "they stay in Portkey"
+        )
 
 
 def _read_at(fetch: Fetch) -> float | None:

@@ -255,3 +255,25 @@ def test_a_withdrawn_rating_that_comes_back_is_sent_again_and_withdrawn_again_wh
         assert deleted.code == ExitCode.OK, deleted.stderr
         assert json.loads(deleted.stdout)["withdrawals"]["withdrawn"] == 1
         assert_mirrors(pk, owui.current(), {fid})
+
+
+def test_a_rating_received_under_another_address_is_not_withdrawn_but_counted(
+    tmp_path: Path,
+) -> None:
+    """The same server spelled `localhost` instead of 127.0.0.1 is another source to the state:
+    a rating deleted there is not withdrawn (never across sources), and the run says how many
+    such ratings it leaves in Portkey."""
+    work = tmp_path / "work"
+    with mirror(4) as (server, pk, _clock):
+        assert sync(work).code == ExitCode.OK
+        fid = next(iter(server.owui.current()))
+        server.owui.delete(fid)
+        other = server.url.replace("127.0.0.1", "localhost")
+        with environment(OPENWEBUI_BASE_URL=other):
+            run = sync(work, "-v")
+        assert run.code == ExitCode.NOTHING_NEW, run.stderr
+        withdrawals = json.loads(run.stdout)["withdrawals"]
+        assert withdrawals["unattributed"] == 1 and withdrawals["withdrawn"] == 0
+        assert "1 ratings Portkey holds are missing from" in run.stderr
+        assert server.url in run.stderr  # where they were received from
+        assert pk.state.updates == []
