@@ -651,7 +651,9 @@ def _withdraw_missing(
     policy = Policy(True, args.max_withdraw, args.dry_run, "run replay again")
 
     def log(text: str) -> None:
-        stderr.write(f"{PROG}: replay: {text}\n")
+        # -q: only what needs a person (a refusal over the cap, withdrawals left undone)
+        if not args.quiet or text.startswith("refused:") or "not withdrawn" in text:
+            stderr.write(f"{PROG}: replay: {text}\n")
 
     done = withdraw_missing(
         feedback, settings, source, policy, result.exit_code == ExitCode.OK, api_key, log

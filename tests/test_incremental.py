@@ -204,10 +204,11 @@ def test_replay_withdraw_missing_withdraws_from_a_complete_handoff_and_refuses_o
         refused = run_cli("replay", str(elsewhere), "--withdraw-missing", *state)
         assert refused.code == ExitCode.USAGE and "never crosses" in refused.stderr
         second = run_cli(
-            "replay", str(handoff(tmp_path / "e")), "--withdraw-missing", "--json", *state
+            "replay", str(handoff(tmp_path / "e")), "--withdraw-missing", "--json", "-q", *state
         )
         assert second.code == ExitCode.OK, second.stderr
         assert json.loads(second.stdout)["withdrawals"]["withdrawn"] == 1
+        assert second.stderr == ""  # -q: a withdrawal that went as planned is not a line
     assert_mirrors(pk, {r["id"]: r for r in records[1:]}, {records[0]["id"]})
 
 
