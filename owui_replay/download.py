@@ -58,6 +58,11 @@ class Downloaded:
     taken_at: str = ""  # ISO 8601 UTC: when the server was asked (also in OUT.taken-at.json)
 
 
+def taken_now() -> str:
+    """The moment an export is taken, as its sidecar records it (ISO 8601 UTC, milliseconds)."""
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 def taken_at_path(export: Path) -> Path:
     """OUT.taken-at.json beside a download: when it was taken, tied to its sha256. convert
     carries it into the manifest; replay then knows which of two handoffs is newer."""
@@ -225,7 +230,7 @@ def download(
     """Stream the export to OUTPUT.partial, check that the whole array arrived (array_shape),
     then rename it and write OUTPUT.sha256 and OUTPUT.taken-at.json. A failure leaves nothing
     that it created."""
-    taken_at = datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    taken_at = taken_now()
     created = missing_folders(output.parent)
     writer = HashedWriter(output)
     shape = ArrayShape(f"the download of {output.name}")

@@ -18,7 +18,6 @@ incrementally nor withdraws.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -30,6 +29,7 @@ from owui_replay.delivery_state import DeliveryState, Known, rating_of
 from owui_replay.live_state import Fetched, LiveState, Seen, new_or_changed
 from owui_replay.mapping import Mapper, MappingOptions
 from owui_replay.openwebui_live import IdEntry, LiveOpenWebUI
+from owui_replay.option_change import OptionSet
 from owui_replay.option_names import option
 
 FETCH_CONCURRENCY = 8
@@ -58,9 +58,10 @@ def drops_identity(options: MappingOptions) -> bool:
 
 
 def fingerprint(options: MappingOptions) -> str:
-    """What the delivered payloads depend on: a history built otherwise is not reused."""
-    text = json.dumps(options.as_dict(), sort_keys=True, ensure_ascii=False)
-    return hashlib.sha256(text.encode()).hexdigest()
+    """What the delivered payloads depend on: a history built otherwise is not reused. The
+    option set's digest, as the delivery state and the listener record it (tracking runs
+    never filter by time, so since/until, which it leaves out, cannot tell two apart)."""
+    return OptionSet.of_mapping(options).digest
 
 
 @dataclass

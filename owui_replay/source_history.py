@@ -19,13 +19,12 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any
 
 from owui_replay.atomic import write_bytes_atomic
 from owui_replay.delivery_state import DeliveryState
-from owui_replay.download import Downloaded, download, origin, write_sidecars
+from owui_replay.download import Downloaded, download, origin, taken_now, write_sidecars
 from owui_replay.errors import UsageError
 from owui_replay.handoff import HandoffPaths
 from owui_replay.incremental import (
@@ -71,7 +70,7 @@ def read(
             fetch.why_full = _why_full(settings, history, fetch.present)
     if fetch.why_full is None:
         fetch.mode = "incremental"
-        taken_at = _now_iso()
+        taken_at = taken_now()
         body = export_body(fetch_changed(owui, fetch, history.seen))
         write_bytes_atomic(export, body)
         digest = _sha256(body)
@@ -98,10 +97,6 @@ def _why_full(settings: SyncSettings, history: History, present: dict[str, int])
     if changed > 1000 and changed > FULL_ABOVE * len(present):
         return f"{changed} of {len(present)} records changed: the export is cheaper"
     return None
-
-
-def _now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _sha256(body: bytes) -> str:
